@@ -1,0 +1,17 @@
+//! Vedetta's shared vocabulary: the signal model that agents produce and the collector
+//! stores, the versioned wire protocol between them, the one codec that turns protocol
+//! messages into bytes (and back, only within explicit limits), and the identity helpers
+//! both sides need to agree on who is talking.
+//!
+//! Everything here is pure logic with no sockets, files or clocks, except the two small
+//! async frame helpers in [`codec`] that work on any `AsyncRead`/`AsyncWrite`.
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod duration;
+pub mod files;
+pub mod identity;
+pub mod protocol;
+pub mod signal;
+
+pub use signal::{AttributeValue, Indicator, IndicatorType, Severity, Signal, SignalId, Timestamp};

@@ -1,0 +1,160 @@
+//! The messages agents and the collector exchange. Every frame carries
+//! [`PROTOCOL_VERSION`]; see [`crate::codec`] for how frames become bytes.
+//!
+//! Streams (QUIC, ALPN [`crate::identity::ALPN`]):
+//! * the agent opens one *control* stream per connection: `Hello` → `Welcome`, then
+//!   `Heartbeat`s from the agent and advisories from the collector;
+//! * each signal batch travels on its own bidirectional stream: `Batch` → `Ack`, the
+//!   ack sent only after the batch is durably committed.
+//!
+//! Enrollment uses ALPN [`crate::identity::ALPN_ENROLL`] on a server-authenticated
+//! connection: one stream, `EnrollRequest` → `EnrollResponse`.
+
+use crate::signal::{Signal, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change of the messages below.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Everything that can be said on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    Hello(Hello),
+    Welcome(Welcome),
+    Heartbeat(Heartbeat),
+    Batch(Batch),
+    Ack(Ack),
+    EnrollRequest(EnrollRequest),
+    EnrollResponse(EnrollResponse),
+    /// A refusal with a reason a person can act on, sent before closing.
+    Error(ErrorMessage),
+}
+
+impl Message {
+    /// A short name for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Hello(_) => "hello",
+            Self::Welcome(_) => "welcome",
+            Self::Heartbeat(_) => "heartbeat",
+            Self::Batch(_) => "batch",
+            Self::Ack(_) => "ack",
+            Self::EnrollRequest(_) => "enroll_request",
+            Self::EnrollResponse(_) => "enroll_response",
+            Self::Error(_) => "error",
+        }
+    }
+}
+
+/// First message of the control stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub agent_version: String,
+    /// The highest advisory sequence number the agent holds, so that the collector can
+    /// send what it missed while offline.
+    pub last_advisory_seq: u64,
+}
+
+/// The collector's answer to `Hello`: who it believes the agent is (from the certificate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub org: String,
+    pub agent_id: String,
+    pub collector_version: String,
+    pub server_time: Timestamp,
+}
+
+/// The agent's periodic sign of life and health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub agent_version: String,
+    pub uptime_s: u64,
+    pub spool_depth: u64,
+    pub drops_total: u64,
+    /// Errors per source since the agent started (`("logs:/var/log/auth.log", 3)`).
+    pub source_errors: Vec<(String, u64)>,
+    pub sent_at: Timestamp,
+}
+
+/// A batch of signals with the agent's batch sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub seq: u64,
+    pub signals: Vec<Signal>,
+}
+
+/// Sent only after the batch is committed. `duplicates` were already stored (a resend);
+/// `rejected` failed validation and will never be stored, so resending them is useless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub seq: u64,
+    pub accepted: u32,
+    pub duplicates: u32,
+    pub rejected: u32,
+}
+
+/// A request for a client certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// The one-time enrollment token created by an admin.
+    pub token: String,
+    /// PKCS#10 request made with a key generated on the agent's host.
+    pub csr_der: Vec<u8>,
+    /// A label for people (`agent list`), e.g. the host name; not an identity.
+    pub label: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EnrollResponse {
+    Accepted {
+        org: String,
+        agent_id: String,
+        certificate_der: Vec<u8>,
+        ca_certificate_der: Vec<u8>,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+/// Refusal codes, also used as QUIC application close codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    ProtocolViolation,
+    Unauthenticated,
+    Revoked,
+    UnsupportedVersion,
+    Overloaded,
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    pub const fn close_code(self) -> u32 {
+        match self {
+            Self::ProtocolViolation => 1,
+            Self::Unauthenticated => 2,
+            Self::Revoked => 3,
+            Self::UnsupportedVersion => 4,
+            Self::Overloaded => 5,
+            Self::ShuttingDown => 6,
+        }
+    }
+
+    pub fn from_close_code(code: u64) -> Option<Self> {
+        Some(match code {
+            1 => Self::ProtocolViolation,
+            2 => Self::Unauthenticated,
+            3 => Self::Revoked,
+            4 => Self::UnsupportedVersion,
+            5 => Self::Overloaded,
+            6 => Self::ShuttingDown,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorMessage {
+    pub code: ErrorCode,
+    pub message: String,
+}
