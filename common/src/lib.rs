@@ -12,6 +12,7 @@ pub mod duration;
 pub mod files;
 pub mod identity;
 pub mod protocol;
+pub mod shutdown;
 pub mod signal;
 
 pub use signal::{AttributeValue, Indicator, IndicatorType, Severity, Signal, SignalId, Timestamp};

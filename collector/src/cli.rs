@@ -1,0 +1,269 @@
+//! The command line. Names are a contract (DESIGN.md): scripts and users rely on them.
+
+use crate::config::{self, CollectorConfig};
+use crate::enroll;
+use crate::files::set_private;
+use crate::pki::{self, PkiPaths};
+use crate::server::{self, database_path};
+use crate::store::{SqliteStore, Store};
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use vedetta_common::Timestamp;
+use vedetta_common::duration::parse_duration;
+use vedetta_common::files::create_private_dir;
+use vedetta_common::identity::validate_name;
+
+#[derive(Debug, Parser)]
+#[command(name = "vedetta-collector", version, about = "Vedetta collector: authenticates agents, stores and correlates their signals")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DataDir {
+    /// The collector's data directory (keys, database, configuration).
+    #[arg(long, env = "VEDETTA_DATA_DIR")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the CA, the server certificate and the database; print the CA fingerprint.
+    Init {
+        #[command(flatten)]
+        data: DataDir,
+        /// UDP address agents connect to.
+        #[arg(long, default_value = "0.0.0.0:4433")]
+        listen: SocketAddr,
+        /// TCP address of the HTTP API.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        http: SocketAddr,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Serve agents until SIGTERM or SIGINT.
+    Serve {
+        #[command(flatten)]
+        data: DataDir,
+        /// Override the configured UDP address.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Manage organisations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Manage enrollment tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage enrolled agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Add an organisation.
+    Add {
+        /// Short id: lowercase letters, digits, '-', '_', '.'.
+        org: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// List organisations.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a one-time enrollment token for an organisation and print it.
+    Create {
+        #[arg(long)]
+        org: String,
+        /// How long the token stays valid (e.g. 30m, 24h, 7d).
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// List enrolled agents with their health.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Revoke an agent: its live connection is closed and it is refused from then on.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+fn open_store(data_dir: &Path) -> anyhow::Result<SqliteStore> {
+    let path = database_path(data_dir);
+    if !path.exists() {
+        bail!(
+            "no database at {} (run `vedetta-collector init --data-dir {}` first)",
+            path.display(),
+            data_dir.display()
+        );
+    }
+    Ok(SqliteStore::open(&path)?)
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init { data, listen, http, format } => init(&data.data_dir, listen, http, format),
+        Command::Serve { data, listen } => serve(&data.data_dir, listen),
+        Command::Org(OrgCommand::Add { org, name, data }) => {
+            validate_name("org", &org).map_err(anyhow::Error::msg)?;
+            let name = name.unwrap_or_else(|| org.clone());
+            open_store(&data.data_dir)?.add_org(&org, &name, Timestamp::now())?;
+            println!("org {org} added");
+            Ok(())
+        }
+        Command::Org(OrgCommand::List { data, format }) => {
+            let orgs = open_store(&data.data_dir)?.orgs()?;
+            match format {
+                Format::Json => print_json(&serde_json::to_value(&orgs)?),
+                Format::Table => {
+                    println!("{:<24} {:<40} CREATED", "ORG", "NAME");
+                    for org in orgs {
+                        println!("{:<24} {:<40} {}", org.id, org.name, org.created_at);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Token(TokenCommand::Create { org, ttl, data, format }) => {
+            let ttl = parse_duration(&ttl).map_err(anyhow::Error::msg)?;
+            let (token, hash) = enroll::new_token().map_err(|_| anyhow::anyhow!("no system randomness"))?;
+            let now = Timestamp::now();
+            let expires = Timestamp(now.0.saturating_add(i64::try_from(ttl.as_nanos()).unwrap_or(i64::MAX)));
+            open_store(&data.data_dir)?.create_enrollment_token(&hash, &org, now, expires)?;
+            match format {
+                Format::Json => print_json(&serde_json::json!({
+                    "token": token, "org": org, "expires_at": expires,
+                })),
+                Format::Table => println!("{token}"),
+            }
+            Ok(())
+        }
+        Command::Agent(AgentCommand::List { data, format }) => {
+            let agents = open_store(&data.data_dir)?.agents()?;
+            match format {
+                Format::Json => print_json(&serde_json::to_value(&agents)?),
+                Format::Table => {
+                    println!(
+                        "{:<28} {:<16} {:<20} {:<8} {:>6} {:>6} {:<26} STATE",
+                        "AGENT", "ORG", "LABEL", "VERSION", "SPOOL", "DROPS", "LAST SEEN"
+                    );
+                    for agent in agents {
+                        let dash = || "-".to_owned();
+                        println!(
+                            "{:<28} {:<16} {:<20} {:<8} {:>6} {:>6} {:<26} {}",
+                            agent.id,
+                            agent.org,
+                            agent.label.chars().take(20).collect::<String>(),
+                            agent.agent_version.clone().unwrap_or_else(dash),
+                            agent.spool_depth.map_or_else(dash, |n| n.to_string()),
+                            agent.drops_total.map_or_else(dash, |n| n.to_string()),
+                            agent.last_seen.map_or_else(dash, |t| t.to_rfc3339()),
+                            if agent.revoked_at.is_some() { "revoked" } else { "active" },
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Agent(AgentCommand::Revoke { id, data }) => {
+            if !open_store(&data.data_dir)?.revoke_agent(&id, Timestamp::now())? {
+                bail!("unknown agent {id}");
+            }
+            println!("agent {id} revoked");
+            Ok(())
+        }
+    }
+}
+
+fn init(data_dir: &Path, listen: SocketAddr, http: SocketAddr, format: Format) -> anyhow::Result<()> {
+    let config_path = data_dir.join(config::FILE_NAME);
+    if config_path.exists() {
+        bail!("{} already exists: this data directory is initialised", config_path.display());
+    }
+    create_private_dir(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let fingerprint = pki::create(&PkiPaths::in_dir(data_dir), "Vedetta collector CA")?;
+    let database = database_path(data_dir);
+    SqliteStore::open(&database)?;
+    set_private(&database)?;
+    std::fs::write(&config_path, CollectorConfig::new(listen, http).to_toml())?;
+    match format {
+        Format::Json => print_json(&serde_json::json!({
+            "data_dir": data_dir, "ca_fingerprint": fingerprint, "listen": listen, "http": http,
+        })),
+        Format::Table => {
+            println!("collector initialised in {}", data_dir.display());
+            println!("CA fingerprint (give it to agents with their token): {fingerprint}");
+        }
+    }
+    Ok(())
+}
+
+fn serve(data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let collector = server::start(data_dir, listen).await?;
+        // One machine-readable line on stdout tells scripts (and tests) where we listen.
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "ready",
+                "quic": collector.quic_addr.to_string(),
+                "ca_fingerprint": collector.ca_fingerprint,
+            })
+        );
+        wait_for_termination().await?;
+        collector.stop().await;
+        Ok(())
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn wait_for_termination() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}

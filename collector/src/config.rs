@@ -1,0 +1,113 @@
+//! `collector.toml` in the data directory: written by `init`, read by `serve`.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use vedetta_common::duration::serde_human;
+
+pub const FILE_NAME: &str = "collector.toml";
+
+/// The collector's configuration. Every key is optional except `listen`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// UDP address of the QUIC endpoint that agents connect and enroll to.
+    pub listen: SocketAddr,
+    /// TCP address of the HTTP API and dashboard.
+    #[serde(default = "default_http")]
+    pub http: SocketAddr,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+fn default_http() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+
+/// Limits of the ingest path: everything an agent can make the collector hold is bounded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Most signals accepted in one batch; a larger batch closes the connection.
+    #[serde(default = "default_max_batch_signals")]
+    pub max_batch_signals: usize,
+    /// Streams one agent connection may have open at once (bounds memory per agent).
+    #[serde(default = "default_max_streams")]
+    pub max_streams_per_connection: u32,
+    /// A connection with no traffic (agents heartbeat) for this long is closed.
+    #[serde(default = "default_idle_timeout", with = "serde_human")]
+    pub idle_timeout: Duration,
+    /// How often revocations made by `agent revoke` are applied to live connections.
+    #[serde(default = "default_revocation_poll", with = "serde_human")]
+    pub revocation_poll: Duration,
+}
+
+fn default_max_batch_signals() -> usize {
+    5_000
+}
+fn default_max_streams() -> u32 {
+    16
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_revocation_poll() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_signals: default_max_batch_signals(),
+            max_streams_per_connection: default_max_streams(),
+            idle_timeout: default_idle_timeout(),
+            revocation_poll: default_revocation_poll(),
+        }
+    }
+}
+
+impl CollectorConfig {
+    pub fn new(listen: SocketAddr, http: SocketAddr) -> Self {
+        Self {
+            listen,
+            http,
+            ingest: IngestConfig::default(),
+        }
+    }
+
+    pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join(FILE_NAME);
+        let text = std::fs::read_to_string(&path).map_err(|error| {
+            anyhow::anyhow!(
+                "cannot read {}: {error} (run `vedetta-collector init --data-dir {}` first)",
+                path.display(),
+                data_dir.display()
+            )
+        })?;
+        toml::from_str(&text).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
+    }
+
+    pub fn to_toml(&self) -> String {
+        format!(
+            "# Vedetta collector configuration (written by `vedetta-collector init`).\n{}",
+            toml::to_string_pretty(self).unwrap_or_default()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_config_reads_back_and_unknown_keys_are_refused() {
+        let config = CollectorConfig::new("127.0.0.1:4433".parse().expect("addr"), default_http());
+        let back: CollectorConfig = toml::from_str(&config.to_toml()).expect("parse");
+        assert_eq!(back.listen, config.listen);
+        assert_eq!(back.ingest.idle_timeout, Duration::from_secs(90));
+        let error = toml::from_str::<CollectorConfig>("listen = \"127.0.0.1:1\"\nlisten_port = 3\n")
+            .expect_err("unknown key");
+        assert!(error.to_string().contains("listen_port"), "{error}");
+    }
+}

@@ -1,0 +1,22 @@
+//! Thin binary: tracing, arguments, then the library; errors become exit code 1.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = vedetta_collector::cli::Cli::parse();
+    match vedetta_collector::cli::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("vedetta-collector: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

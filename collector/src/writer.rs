@@ -1,0 +1,91 @@
+//! Group commit: one thread owns the ingest connection to the store and commits every
+//! batch that is waiting in one transaction, then answers each batch's ack. Under load
+//! this turns thousands of small commits (each an fsync) into a few large ones, without
+//! weakening durability: no batch is acknowledged before its transaction is on disk.
+
+use crate::store::{IngestBatch, SqliteStore, Store};
+use std::thread::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
+use tracing::error;
+use vedetta_common::protocol::Ack;
+
+/// Batches waiting for the writer; beyond this, connections wait (backpressure).
+const QUEUE: usize = 1024;
+/// Signals per transaction, at most (bounds the time a commit holds the write lock).
+const MAX_GROUP_SIGNALS: usize = 50_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("collector is shutting down")]
+    Closed,
+    #[error("store failed: {0}")]
+    Store(String),
+}
+
+struct Job {
+    batch: IngestBatch,
+    reply: oneshot::Sender<Result<Ack, CommitError>>,
+}
+
+/// Cheap to clone; one per connection task.
+#[derive(Debug, Clone)]
+pub struct WriterHandle {
+    queue: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("seq", &self.batch.batch.seq).finish()
+    }
+}
+
+impl WriterHandle {
+    /// Queues `batch` and waits until it is committed.
+    pub async fn commit(&self, batch: IngestBatch) -> Result<Ack, CommitError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job { batch, reply })
+            .await
+            .map_err(|_| CommitError::Closed)?;
+        answer.await.map_err(|_| CommitError::Closed)?
+    }
+}
+
+/// Starts the writer thread. It ends when every handle is dropped, after committing what
+/// was already queued.
+pub fn start(mut store: SqliteStore) -> std::io::Result<(WriterHandle, JoinHandle<()>)> {
+    let (queue, mut jobs) = mpsc::channel::<Job>(QUEUE);
+    let thread = std::thread::Builder::new()
+        .name("ingest-writer".into())
+        .spawn(move || {
+            while let Some(first) = jobs.blocking_recv() {
+                let mut signals = first.batch.batch.signals.len();
+                let mut group = vec![first];
+                while signals < MAX_GROUP_SIGNALS {
+                    match jobs.try_recv() {
+                        Ok(job) => {
+                            signals += job.batch.batch.signals.len();
+                            group.push(job);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let (batches, replies): (Vec<_>, Vec<_>) =
+                    group.into_iter().map(|job| (job.batch, job.reply)).unzip();
+                match store.ingest(&batches) {
+                    Ok(acks) => {
+                        for (reply, ack) in replies.into_iter().zip(acks) {
+                            let _ = reply.send(Ok(ack));
+                        }
+                    }
+                    Err(failure) => {
+                        error!(error = %failure, batches = batches.len(), "commit failed; agents will resend");
+                        for reply in replies {
+                            let _ = reply.send(Err(CommitError::Store(failure.to_string())));
+                        }
+                    }
+                }
+            }
+        })?;
+    Ok((WriterHandle { queue }, thread))
+}
