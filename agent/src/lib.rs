@@ -1,1 +1,19 @@
-//! placeholder
+//! The Vedetta agent, installed by member IT teams: it senses the host, turns what it sees
+//! into summarised signals, and delivers them durably to the collector over QUIC with
+//! mutual TLS.
+//!
+//! * [`cli`]: the command line (a contract, see DESIGN.md); [`config`]: the TOML file;
+//! * [`enroll`]: key pair, certificate request, CA pinning; [`tls`]: both TLS setups;
+//! * [`spool`]: the durable bounded queue; [`uplink`]: delivery to the collector;
+//! * [`health`]: heartbeat and `agent_health`; [`run`]: wiring; [`state`]: files on disk.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod enroll;
+pub mod health;
+pub mod run;
+pub mod spool;
+pub mod state;
+pub mod tls;
+pub mod uplink;

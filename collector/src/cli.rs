@@ -16,7 +16,11 @@ use vedetta_common::files::create_private_dir;
 use vedetta_common::identity::validate_name;
 
 #[derive(Debug, Parser)]
-#[command(name = "vedetta-collector", version, about = "Vedetta collector: authenticates agents, stores and correlates their signals")]
+#[command(
+    name = "vedetta-collector",
+    version,
+    about = "Vedetta collector: authenticates agents, stores and correlates their signals"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -141,7 +145,12 @@ fn print_json(value: &serde_json::Value) {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init { data, listen, http, format } => init(&data.data_dir, listen, http, format),
+        Command::Init {
+            data,
+            listen,
+            http,
+            format,
+        } => init(&data.data_dir, listen, http, format),
         Command::Serve { data, listen } => serve(&data.data_dir, listen),
         Command::Org(OrgCommand::Add { org, name, data }) => {
             validate_name("org", &org).map_err(anyhow::Error::msg)?;
@@ -163,11 +172,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Token(TokenCommand::Create { org, ttl, data, format }) => {
+        Command::Token(TokenCommand::Create {
+            org,
+            ttl,
+            data,
+            format,
+        }) => {
             let ttl = parse_duration(&ttl).map_err(anyhow::Error::msg)?;
-            let (token, hash) = enroll::new_token().map_err(|_| anyhow::anyhow!("no system randomness"))?;
+            let (token, hash) =
+                enroll::new_token().map_err(|_| anyhow::anyhow!("no system randomness"))?;
             let now = Timestamp::now();
-            let expires = Timestamp(now.0.saturating_add(i64::try_from(ttl.as_nanos()).unwrap_or(i64::MAX)));
+            let expires = Timestamp(
+                now.0
+                    .saturating_add(i64::try_from(ttl.as_nanos()).unwrap_or(i64::MAX)),
+            );
             open_store(&data.data_dir)?.create_enrollment_token(&hash, &org, now, expires)?;
             match format {
                 Format::Json => print_json(&serde_json::json!({
@@ -197,7 +215,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                             agent.spool_depth.map_or_else(dash, |n| n.to_string()),
                             agent.drops_total.map_or_else(dash, |n| n.to_string()),
                             agent.last_seen.map_or_else(dash, |t| t.to_rfc3339()),
-                            if agent.revoked_at.is_some() { "revoked" } else { "active" },
+                            if agent.revoked_at.is_some() {
+                                "revoked"
+                            } else {
+                                "active"
+                            },
                         );
                     }
                 }
@@ -214,13 +236,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn init(data_dir: &Path, listen: SocketAddr, http: SocketAddr, format: Format) -> anyhow::Result<()> {
+fn init(
+    data_dir: &Path,
+    listen: SocketAddr,
+    http: SocketAddr,
+    format: Format,
+) -> anyhow::Result<()> {
     let config_path = data_dir.join(config::FILE_NAME);
     if config_path.exists() {
-        bail!("{} already exists: this data directory is initialised", config_path.display());
+        bail!(
+            "{} already exists: this data directory is initialised",
+            config_path.display()
+        );
     }
     create_private_dir(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let fingerprint = pki::create(&PkiPaths::in_dir(data_dir), "Vedetta collector CA")?;
+    // A distinct CA name per collector makes "unknown issuer" errors say what they mean.
+    let ca_name = format!(
+        "Vedetta collector CA {}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let fingerprint = pki::create(&PkiPaths::in_dir(data_dir), &ca_name)?;
     let database = database_path(data_dir);
     SqliteStore::open(&database)?;
     set_private(&database)?;
@@ -238,7 +273,9 @@ fn init(data_dir: &Path, listen: SocketAddr, http: SocketAddr, format: Format) -
 }
 
 fn serve(data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let collector = server::start(data_dir, listen).await?;
         // One machine-readable line on stdout tells scripts (and tests) where we listen.

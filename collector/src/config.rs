@@ -106,8 +106,9 @@ mod tests {
         let back: CollectorConfig = toml::from_str(&config.to_toml()).expect("parse");
         assert_eq!(back.listen, config.listen);
         assert_eq!(back.ingest.idle_timeout, Duration::from_secs(90));
-        let error = toml::from_str::<CollectorConfig>("listen = \"127.0.0.1:1\"\nlisten_port = 3\n")
-            .expect_err("unknown key");
+        let error =
+            toml::from_str::<CollectorConfig>("listen = \"127.0.0.1:1\"\nlisten_port = 3\n")
+                .expect_err("unknown key");
         assert!(error.to_string().contains("listen_port"), "{error}");
     }
 }

@@ -49,7 +49,11 @@ pub async fn handle(context: Arc<IngestContext>, connection: Connection) {
     })
     .await;
     let Ok(Some((mut send, request))) = request else {
-        close(&connection, ErrorCode::ProtocolViolation, "expected an enrollment request");
+        close(
+            &connection,
+            ErrorCode::ProtocolViolation,
+            "expected an enrollment request",
+        );
         return;
     };
     let response = enroll(&context, request).await;
@@ -60,15 +64,28 @@ pub async fn handle(context: Arc<IngestContext>, connection: Connection) {
         }
         EnrollResponse::Refused { reason } => warn!(%reason, "enrollment refused"),
     }
-    let _ = codec::write_frame(&mut send, &Message::EnrollResponse(response), MAX_CONTROL_FRAME).await;
+    let _ = codec::write_frame(
+        &mut send,
+        &Message::EnrollResponse(response),
+        MAX_CONTROL_FRAME,
+    )
+    .await;
     let _ = send.finish();
     // Let the agent read the answer and close; do not wait forever for it.
     let _ = tokio::time::timeout(Duration::from_secs(5), connection.closed()).await;
 }
 
 async fn enroll(context: &Arc<IngestContext>, request: EnrollRequest) -> EnrollResponse {
-    let EnrollRequest { token, csr_der, label } = request;
-    let label: String = label.chars().filter(|c| !c.is_control()).take(128).collect();
+    let EnrollRequest {
+        token,
+        csr_der,
+        label,
+    } = request;
+    let label: String = label
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(128)
+        .collect();
     let signer = Arc::clone(context);
     let outcome = context
         .with_store(move |store| {

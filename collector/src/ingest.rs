@@ -24,11 +24,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{Instrument, debug, info, info_span, warn};
+use vedetta_common::Timestamp;
 use vedetta_common::codec::{self, MAX_BATCH_FRAME, MAX_CONTROL_FRAME, ReadError};
 use vedetta_common::identity::{ALPN, ALPN_ENROLL, AgentIdentity, fingerprint};
 use vedetta_common::protocol::{ErrorCode, ErrorMessage, Message, Welcome};
 use vedetta_common::shutdown::Shutdown;
-use vedetta_common::Timestamp;
 
 /// Counters of the ingest path, for logs and metrics.
 #[derive(Debug, Default)]
@@ -80,7 +80,10 @@ impl IngestContext {
     ) -> Result<T, StoreError> {
         let context = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let mut store = context.store.lock().unwrap_or_else(|poison| poison.into_inner());
+            let mut store = context
+                .store
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
             work(&mut store)
         })
         .await
@@ -88,12 +91,20 @@ impl IngestContext {
     }
 
     fn register(&self, agent_id: &str, connection: &Connection) {
-        let mut live = self.live.lock().unwrap_or_else(|poison| poison.into_inner());
-        live.entry(agent_id.to_owned()).or_default().push(connection.clone());
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        live.entry(agent_id.to_owned())
+            .or_default()
+            .push(connection.clone());
     }
 
     fn unregister(&self, agent_id: &str, connection: &Connection) {
-        let mut live = self.live.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if let Some(connections) = live.get_mut(agent_id) {
             connections.retain(|c| c.stable_id() != connection.stable_id());
             if connections.is_empty() {
@@ -104,7 +115,10 @@ impl IngestContext {
 
     /// Closes every live connection of the given agents.
     pub fn disconnect(&self, agent_ids: &[String], code: ErrorCode, reason: &str) -> usize {
-        let live = self.live.lock().unwrap_or_else(|poison| poison.into_inner());
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let mut closed = 0;
         for id in agent_ids {
             for connection in live.get(id).into_iter().flatten() {
@@ -117,7 +131,10 @@ impl IngestContext {
 
     /// Closes every live agent connection (shutdown).
     pub fn disconnect_all(&self, code: ErrorCode, reason: &str) {
-        let live = self.live.lock().unwrap_or_else(|poison| poison.into_inner());
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         for connection in live.values().flatten() {
             close(connection, code, reason);
         }
@@ -165,7 +182,11 @@ pub fn server_config(
 }
 
 /// Accepts connections until shutdown.
-pub async fn accept_loop(endpoint: quinn::Endpoint, context: Arc<IngestContext>, mut shutdown: Shutdown) {
+pub async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    context: Arc<IngestContext>,
+    mut shutdown: Shutdown,
+) {
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
@@ -179,7 +200,10 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, context: Arc<IngestContext>,
                 match incoming.await {
                     Ok(connection) => handle_connection(context, connection).await,
                     Err(error) => {
-                        context.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+                        context
+                            .metrics
+                            .connections_refused
+                            .fetch_add(1, Ordering::Relaxed);
                         info!(%error, "handshake failed");
                     }
                 }
@@ -197,7 +221,11 @@ async fn handle_connection(context: Arc<IngestContext>, connection: Connection) 
     match protocol.as_deref() {
         Some(p) if p == ALPN_ENROLL => enroll::handle(context, connection).await,
         Some(p) if p == ALPN => agent_session(context, connection).await,
-        _ => close(&connection, ErrorCode::ProtocolViolation, "unknown application protocol"),
+        _ => close(
+            &connection,
+            ErrorCode::ProtocolViolation,
+            "unknown application protocol",
+        ),
     }
 }
 
@@ -222,16 +250,32 @@ async fn authenticate(
     let record = context
         .with_store(move |store| store.agent(&agent_id))
         .await
-        .map_err(|error| (ErrorCode::Overloaded, format!("collector store unavailable: {error}")))?
-        .ok_or_else(|| (ErrorCode::Unauthenticated, format!("unknown agent {}", identity.agent_id)))?;
+        .map_err(|error| {
+            (
+                ErrorCode::Overloaded,
+                format!("collector store unavailable: {error}"),
+            )
+        })?
+        .ok_or_else(|| {
+            (
+                ErrorCode::Unauthenticated,
+                format!("unknown agent {}", identity.agent_id),
+            )
+        })?;
     if record.org != identity.org || record.cert_fingerprint != presented {
         return Err((
             ErrorCode::Unauthenticated,
-            format!("certificate does not match enrolled agent {}", identity.agent_id),
+            format!(
+                "certificate does not match enrolled agent {}",
+                identity.agent_id
+            ),
         ));
     }
     if record.revoked_at.is_some() {
-        return Err((ErrorCode::Revoked, format!("agent {} is revoked", identity.agent_id)));
+        return Err((
+            ErrorCode::Revoked,
+            format!("agent {} is revoked", identity.agent_id),
+        ));
     }
     Ok(record)
 }
@@ -240,7 +284,10 @@ async fn agent_session(context: Arc<IngestContext>, connection: Connection) {
     let agent = match authenticate(&context, &connection).await {
         Ok(agent) => agent,
         Err((code, reason)) => {
-            context.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+            context
+                .metrics
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
             warn!(?code, %reason, "agent refused");
             close(&connection, code, &reason);
             return;
@@ -248,15 +295,27 @@ async fn agent_session(context: Arc<IngestContext>, connection: Connection) {
     };
     let span = info_span!("agent", org = %agent.org, agent = %agent.id);
     async {
-        context.metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
-        context.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
+        context
+            .metrics
+            .connections_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        context
+            .metrics
+            .connections_active
+            .fetch_add(1, Ordering::Relaxed);
         context.register(&agent.id, &connection);
         // A revocation may have landed between the check and the registration.
         let recheck_id = agent.id.clone();
-        if let Ok(Some(record)) = context.with_store(move |store| store.agent(&recheck_id)).await {
-            if record.revoked_at.is_some() {
-                close(&connection, ErrorCode::Revoked, &format!("agent {} is revoked", agent.id));
-            }
+        if let Ok(Some(record)) = context
+            .with_store(move |store| store.agent(&recheck_id))
+            .await
+            && record.revoked_at.is_some()
+        {
+            close(
+                &connection,
+                ErrorCode::Revoked,
+                &format!("agent {} is revoked", agent.id),
+            );
         }
         info!("agent connected");
         let agent = Arc::new(agent);
@@ -274,7 +333,10 @@ async fn agent_session(context: Arc<IngestContext>, connection: Connection) {
             tokio::spawn(
                 async move {
                     if let Err((code, reason)) = handle_stream(&context, &agent, send, recv).await {
-                        context.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                        context
+                            .metrics
+                            .protocol_errors
+                            .fetch_add(1, Ordering::Relaxed);
                         warn!(?code, %reason, "closing connection");
                         close(&connection, code, &reason);
                     }
@@ -283,7 +345,10 @@ async fn agent_session(context: Arc<IngestContext>, connection: Connection) {
             );
         }
         context.unregister(&agent.id, &connection);
-        context.metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
+        context
+            .metrics
+            .connections_active
+            .fetch_sub(1, Ordering::Relaxed);
     }
     .instrument(span)
     .await;
@@ -333,13 +398,24 @@ async fn handle_stream(
                 .map_err(|error| (ErrorCode::Overloaded, error.to_string()))?;
             let metrics = &context.metrics;
             metrics.batches.fetch_add(1, Ordering::Relaxed);
-            metrics.signals_accepted.fetch_add(u64::from(ack.accepted), Ordering::Relaxed);
-            metrics.signals_duplicate.fetch_add(u64::from(ack.duplicates), Ordering::Relaxed);
-            metrics.signals_rejected.fetch_add(u64::from(ack.rejected), Ordering::Relaxed);
+            metrics
+                .signals_accepted
+                .fetch_add(u64::from(ack.accepted), Ordering::Relaxed);
+            metrics
+                .signals_duplicate
+                .fetch_add(u64::from(ack.duplicates), Ordering::Relaxed);
+            metrics
+                .signals_rejected
+                .fetch_add(u64::from(ack.rejected), Ordering::Relaxed);
             if ack.rejected > 0 {
                 warn!(seq, rejected = ack.rejected, "signals failed validation");
             }
-            debug!(seq, accepted = ack.accepted, duplicates = ack.duplicates, "batch committed");
+            debug!(
+                seq,
+                accepted = ack.accepted,
+                duplicates = ack.duplicates,
+                "batch committed"
+            );
             // The agent may be gone by now; it will resend and the duplicate is dropped.
             let _ = codec::write_frame(&mut send, &Message::Ack(ack), MAX_CONTROL_FRAME).await;
             let _ = send.finish();
@@ -358,7 +434,10 @@ async fn handle_stream(
                 .map_err(protocol_error)?;
             control_stream(context, agent, send, recv).await
         }
-        other => Err(protocol_error(format!("unexpected {} as the first frame of a stream", other.name()))),
+        other => Err(protocol_error(format!(
+            "unexpected {} as the first frame of a stream",
+            other.name()
+        ))),
     }
 }
 
@@ -371,10 +450,16 @@ async fn control_stream(
     loop {
         match codec::read_frame(&mut recv, MAX_CONTROL_FRAME).await {
             Ok(Some(Message::Heartbeat(heartbeat))) => {
-                debug!(spool = heartbeat.spool_depth, drops = heartbeat.drops_total, "heartbeat");
+                debug!(
+                    spool = heartbeat.spool_depth,
+                    drops = heartbeat.drops_total,
+                    "heartbeat"
+                );
                 let agent_id = agent.id.clone();
                 if let Err(error) = context
-                    .with_store(move |store| store.record_heartbeat(&agent_id, &heartbeat, Timestamp::now()))
+                    .with_store(move |store| {
+                        store.record_heartbeat(&agent_id, &heartbeat, Timestamp::now())
+                    })
                     .await
                 {
                     warn!(%error, "cannot record heartbeat");
@@ -384,7 +469,10 @@ async fn control_stream(
                 info!(?code, %message, "agent reported an error");
             }
             Ok(Some(other)) => {
-                return Err(protocol_error(format!("unexpected {} on the control stream", other.name())));
+                return Err(protocol_error(format!(
+                    "unexpected {} on the control stream",
+                    other.name()
+                )));
             }
             Ok(None) | Err(ReadError::Io(_)) => return Ok(()),
             Err(error) => return Err(protocol_error(error)),
@@ -394,7 +482,12 @@ async fn control_stream(
 
 /// Applies revocations made by other processes (`agent revoke`) to live connections.
 pub async fn revocation_watcher(context: Arc<IngestContext>, mut shutdown: Shutdown) {
-    let mut tick = tokio::time::interval(context.config.revocation_poll.max(Duration::from_millis(100)));
+    let mut tick = tokio::time::interval(
+        context
+            .config
+            .revocation_poll
+            .max(Duration::from_millis(100)),
+    );
     loop {
         tokio::select! {
             _ = tick.tick() => {}

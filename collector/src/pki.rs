@@ -5,14 +5,14 @@
 //! request's signature). Subject, validity and extensions are the collector's choice:
 //! a client-only, non-CA certificate naming the org from the enrollment token.
 
-use vedetta_common::files::write_private;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
+use vedetta_common::files::write_private;
 use vedetta_common::identity::{SERVER_NAME, fingerprint};
 
 /// How long an agent certificate is valid. Renewal is by re-enrollment.
@@ -81,8 +81,12 @@ pub fn create(paths: &PkiPaths, ca_name: &str) -> Result<String, PkiError> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::default();
     ca_params.distinguished_name = DistinguishedName::new();
-    ca_params.distinguished_name.push(DnType::CommonName, ca_name);
-    ca_params.distinguished_name.push(DnType::OrganizationName, "Vedetta");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, ca_name);
+    ca_params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Vedetta");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     validity(&mut ca_params, CA_VALIDITY);
@@ -91,7 +95,9 @@ pub fn create(paths: &PkiPaths, ca_name: &str) -> Result<String, PkiError> {
     let server_key = KeyPair::generate()?;
     let mut server_params = CertificateParams::new(vec![SERVER_NAME.to_owned()])?;
     server_params.distinguished_name = DistinguishedName::new();
-    server_params.distinguished_name.push(DnType::CommonName, SERVER_NAME);
+    server_params
+        .distinguished_name
+        .push(DnType::CommonName, SERVER_NAME);
     server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     server_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     server_params.use_authority_key_identifier_extension = true;
@@ -116,7 +122,10 @@ pub fn create(paths: &PkiPaths, ca_name: &str) -> Result<String, PkiError> {
     write_secret(&paths.ca_key, &ca_key.serialize_pem())?;
     write_public(&paths.ca_cert, &ca_cert.pem())?;
     write_secret(&paths.server_key, &server_key.serialize_pem())?;
-    write_public(&paths.server_cert, &format!("{}{}", server_cert.pem(), ca_cert.pem()))?;
+    write_public(
+        &paths.server_cert,
+        &format!("{}{}", server_cert.pem(), ca_cert.pem()),
+    )?;
     Ok(fingerprint(ca_cert.der()))
 }
 
@@ -134,7 +143,9 @@ impl CertificateAuthority {
         let der = parse_pem_certificates(&pem)
             .into_iter()
             .next()
-            .ok_or_else(|| PkiError::BadRequest(format!("no certificate in {}", paths.ca_cert.display())))?;
+            .ok_or_else(|| {
+                PkiError::BadRequest(format!("no certificate in {}", paths.ca_cert.display()))
+            })?;
         let issuer = Issuer::from_ca_cert_der(&der, key)?;
         Ok(Self { issuer, der })
     }
@@ -148,12 +159,19 @@ impl CertificateAuthority {
     }
 
     /// Signs a client certificate for `agent_id` of `org` with the public key of `csr_der`.
-    pub fn sign_agent(&self, csr_der: &[u8], org: &str, agent_id: &str) -> Result<Vec<u8>, PkiError> {
+    pub fn sign_agent(
+        &self,
+        csr_der: &[u8],
+        org: &str,
+        agent_id: &str,
+    ) -> Result<Vec<u8>, PkiError> {
         let request = CertificateSigningRequestParams::from_der(&csr_der.into())
             .map_err(|error| PkiError::BadRequest(error.to_string()))?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::OrganizationName, org);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, org);
         params.distinguished_name.push(DnType::CommonName, agent_id);
         params.subject_alt_names = vec![SanType::URI(
             format!("urn:vedetta:agent:{org}:{agent_id}")

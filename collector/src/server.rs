@@ -34,27 +34,42 @@ pub struct RunningCollector {
 }
 
 /// Starts serving from `data_dir`; `listen` overrides the configured address.
-pub async fn start(data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<RunningCollector> {
+pub async fn start(
+    data_dir: &Path,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<RunningCollector> {
     let config = CollectorConfig::load(data_dir)?;
     let paths = PkiPaths::in_dir(data_dir);
     let authority = CertificateAuthority::load(&paths).context("loading the CA")?;
-    let (chain, key) = pki::load_server_identity(&paths).context("loading the server certificate")?;
+    let (chain, key) =
+        pki::load_server_identity(&paths).context("loading the server certificate")?;
     let database = database_path(data_dir);
-    let ingest_store = SqliteStore::open(&database).with_context(|| format!("opening {}", database.display()))?;
+    let ingest_store =
+        SqliteStore::open(&database).with_context(|| format!("opening {}", database.display()))?;
     let shared_store = SqliteStore::open(&database)?;
     let (writer, writer_thread) = writer::start(ingest_store)?;
 
-    let server_config = ingest::server_config(authority.certificate_der(), chain, key, &config.ingest)?;
+    let server_config =
+        ingest::server_config(authority.certificate_der(), chain, key, &config.ingest)?;
     let address = listen.unwrap_or(config.listen);
     let endpoint = quinn::Endpoint::server(server_config, address)
         .with_context(|| format!("cannot listen on UDP {address}"))?;
     let quic_addr = endpoint.local_addr()?;
     let ca_fingerprint = authority.fingerprint();
-    let context = Arc::new(IngestContext::new(config.ingest.clone(), authority, shared_store, writer));
+    let context = Arc::new(IngestContext::new(
+        config.ingest.clone(),
+        authority,
+        shared_store,
+        writer,
+    ));
 
     let (trigger, shutdown) = shutdown::channel();
     let tasks = vec![
-        tokio::spawn(ingest::accept_loop(endpoint.clone(), Arc::clone(&context), shutdown.clone())),
+        tokio::spawn(ingest::accept_loop(
+            endpoint.clone(),
+            Arc::clone(&context),
+            shutdown.clone(),
+        )),
         tokio::spawn(ingest::revocation_watcher(Arc::clone(&context), shutdown)),
     ];
     info!(quic = %quic_addr, "collector serving");
@@ -79,8 +94,10 @@ impl RunningCollector {
         }
         self.context
             .disconnect_all(ErrorCode::ShuttingDown, "collector shutting down");
-        self.endpoint
-            .close(quinn::VarInt::from_u32(ErrorCode::ShuttingDown.close_code()), b"collector shutting down");
+        self.endpoint.close(
+            quinn::VarInt::from_u32(ErrorCode::ShuttingDown.close_code()),
+            b"collector shutting down",
+        );
         let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
         drop(self.context);
         // Connection tasks still holding a writer handle end with their connections.

@@ -35,7 +35,9 @@ pub struct WriterHandle {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("seq", &self.batch.batch.seq).finish()
+        f.debug_struct("Job")
+            .field("seq", &self.batch.batch.seq)
+            .finish()
     }
 }
 

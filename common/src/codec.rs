@@ -244,8 +244,16 @@ mod tests {
 
     #[test]
     fn other_versions_are_named() {
-        let mut frame = encode_frame(&Message::Ack(Ack { seq: 1, accepted: 1, duplicates: 0, rejected: 0 }), 64)
-            .expect("encode");
+        let mut frame = encode_frame(
+            &Message::Ack(Ack {
+                seq: 1,
+                accepted: 1,
+                duplicates: 0,
+                rejected: 0,
+            }),
+            64,
+        )
+        .expect("encode");
         frame[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&9u16.to_be_bytes());
         assert_eq!(
             decode_frame(&frame, 64),
@@ -280,9 +288,22 @@ mod tests {
         let mut two = frame.clone();
         two.extend_from_slice(&frame);
         let mut reader = &two[..];
-        assert_eq!(read_frame(&mut reader, MAX_BATCH_FRAME).await.expect("first"), Some(sent.clone()));
-        assert_eq!(read_frame(&mut reader, MAX_BATCH_FRAME).await.expect("second"), Some(sent));
-        assert_eq!(read_frame(&mut reader, MAX_BATCH_FRAME).await.expect("end"), None);
+        assert_eq!(
+            read_frame(&mut reader, MAX_BATCH_FRAME)
+                .await
+                .expect("first"),
+            Some(sent.clone())
+        );
+        assert_eq!(
+            read_frame(&mut reader, MAX_BATCH_FRAME)
+                .await
+                .expect("second"),
+            Some(sent)
+        );
+        assert_eq!(
+            read_frame(&mut reader, MAX_BATCH_FRAME).await.expect("end"),
+            None
+        );
         let mut cut = &frame[..frame.len() - 1];
         assert!(matches!(
             read_frame(&mut cut, MAX_BATCH_FRAME).await,

@@ -10,16 +10,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 30s, 15m, 24h, 7d"))?;
+    let value: u64 = number.parse().map_err(|_| {
+        format!("invalid duration {text:?}: expected e.g. 500ms, 30s, 15m, 24h, 7d")
+    })?;
     let millis_per_unit: u64 = match unit {
         "ms" => 1,
         "" | "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        other => return Err(format!("invalid duration unit {other:?} in {text:?}: use ms, s, m, h or d")),
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {text:?}: use ms, s, m, h or d"
+            ));
+        }
     };
     value
         .checked_mul(millis_per_unit)
@@ -34,7 +38,7 @@ pub mod serde_human {
 
     pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
         let millis = value.as_millis();
-        if millis % 1000 == 0 {
+        if millis.is_multiple_of(1000) {
             serializer.serialize_str(&format!("{}s", millis / 1000))
         } else {
             serializer.serialize_str(&format!("{millis}ms"))

@@ -22,9 +22,9 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 
 /// Replaces `path` with `contents` atomically, with the given permission bits.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name")
+    })?;
     let temporary = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
     // A temp file left by a crash is stale by definition: start over.
     let _ = std::fs::remove_file(&temporary);
@@ -45,7 +45,10 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<
 /// Creates a directory (and its parents) readable only by its owner.
 pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
 }
 
 #[cfg(test)]

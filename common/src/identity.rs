@@ -25,10 +25,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-        let _ = write!(out, "{byte:02x}");
-        out
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
+            let _ = write!(out, "{byte:02x}");
+            out
+        })
 }
 
 /// Accepts a fingerprint as people paste it: any case, with or without `:` separators
@@ -39,7 +41,11 @@ pub fn normalize_fingerprint(text: &str) -> Result<String, String> {
         .strip_prefix("sha256:")
         .or_else(|| text.strip_prefix("SHA256:"))
         .unwrap_or(text);
-    let hex: String = text.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    let hex: String = text
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
     if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(hex)
     } else {
@@ -56,9 +62,9 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        });
     if ok {
         Ok(())
     } else {
@@ -89,8 +95,8 @@ impl AgentIdentity {
     /// Reads org and agent id from a DER client certificate that the TLS layer has already
     /// verified against the collector's CA.
     pub fn from_certificate(der: &[u8]) -> Result<Self, IdentityError> {
-        let (_, certificate) =
-            X509Certificate::from_der(der).map_err(|error| IdentityError::Parse(error.to_string()))?;
+        let (_, certificate) = X509Certificate::from_der(der)
+            .map_err(|error| IdentityError::Parse(error.to_string()))?;
         let subject = certificate.subject();
         fn single<'a>(
             mut values: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,

@@ -75,7 +75,13 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub const ALL: [Severity; 5] = [Self::Info, Self::Low, Self::Medium, Self::High, Self::Critical];
+    pub const ALL: [Severity; 5] = [
+        Self::Info,
+        Self::Low,
+        Self::Medium,
+        Self::High,
+        Self::Critical,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -109,7 +115,9 @@ impl std::str::FromStr for Severity {
         Self::ALL
             .into_iter()
             .find(|level| level.as_str() == s)
-            .ok_or_else(|| format!("unknown severity {s:?}: use info, low, medium, high or critical"))
+            .ok_or_else(|| {
+                format!("unknown severity {s:?}: use info, low, medium, high or critical")
+            })
     }
 }
 
@@ -125,7 +133,9 @@ impl Timestamp {
 
     pub fn from_datetime(at: OffsetDateTime) -> Self {
         // i64 nanoseconds cover 1677..2262: clamp instead of failing on absurd dates.
-        let nanos = at.unix_timestamp_nanos().clamp(i64::MIN as i128, i64::MAX as i128);
+        let nanos = at
+            .unix_timestamp_nanos()
+            .clamp(i64::MIN as i128, i64::MAX as i128);
         Self(nanos as i64)
     }
 
@@ -241,7 +251,10 @@ pub struct Indicator {
 
 impl Indicator {
     pub fn new(kind: IndicatorType, value: impl Into<String>) -> Self {
-        Self { kind, value: value.into() }
+        Self {
+            kind,
+            value: value.into(),
+        }
     }
 }
 
@@ -383,7 +396,11 @@ pub enum SignalError {
     #[error("first_seen is after last_seen")]
     TimeOrder,
     #[error("too many {what}: {got}, at most {limit}")]
-    TooMany { what: &'static str, got: usize, limit: usize },
+    TooMany {
+        what: &'static str,
+        got: usize,
+        limit: usize,
+    },
     #[error("{what} is longer than {limit} bytes")]
     TooLong { what: &'static str, limit: usize },
 }
@@ -450,7 +467,10 @@ impl Signal {
         }
         let too_long = |what, text: &str| {
             if text.len() > MAX_TEXT_LEN {
-                Err(SignalError::TooLong { what, limit: MAX_TEXT_LEN })
+                Err(SignalError::TooLong {
+                    what,
+                    limit: MAX_TEXT_LEN,
+                })
             } else {
                 Ok(())
             }
@@ -479,11 +499,15 @@ mod tests {
     use super::*;
 
     fn sample() -> Signal {
-        Signal::new(kinds::SSH_BRUTEFORCE, Severity::High, Timestamp(1_763_600_463_123_456_000))
-            .with_indicator(IndicatorType::Ip, "203.0.113.7")
-            .with_attribute("distinct_users", 57_i64)
-            .with_attribute("rate", 1.5)
-            .with_attribute("scan_type", "syn")
+        Signal::new(
+            kinds::SSH_BRUTEFORCE,
+            Severity::High,
+            Timestamp(1_763_600_463_123_456_000),
+        )
+        .with_indicator(IndicatorType::Ip, "203.0.113.7")
+        .with_attribute("distinct_users", 57_i64)
+        .with_attribute("rate", 1.5)
+        .with_attribute("scan_type", "syn")
     }
 
     #[test]

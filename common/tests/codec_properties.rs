@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use vedetta_common::codec::{self, DecodeError, MAX_BATCH_FRAME};
 use vedetta_common::protocol::{Ack, Batch, Heartbeat, Hello, Message};
-use vedetta_common::{AttributeValue, Indicator, IndicatorType, Severity, Signal, SignalId, Timestamp};
+use vedetta_common::{
+    AttributeValue, Indicator, IndicatorType, Severity, Signal, SignalId, Timestamp,
+};
 
 struct Counting;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -70,17 +72,19 @@ fn signal() -> impl Strategy<Value = Signal> {
         prop::option::of(text()),
     )
         .prop_map(
-            |(id, kind, severity, first, span, count, indicators, attributes, mitre, host)| Signal {
-                id: SignalId(uuid::Uuid::from_u128(id)),
-                kind,
-                severity,
-                first_seen: Timestamp(first),
-                last_seen: Timestamp(first.saturating_add(i64::from(span))),
-                count,
-                indicators,
-                attributes: attributes.into_iter().collect::<BTreeMap<_, _>>(),
-                mitre,
-                host,
+            |(id, kind, severity, first, span, count, indicators, attributes, mitre, host)| {
+                Signal {
+                    id: SignalId(uuid::Uuid::from_u128(id)),
+                    kind,
+                    severity,
+                    first_seen: Timestamp(first),
+                    last_seen: Timestamp(first.saturating_add(i64::from(span))),
+                    count,
+                    indicators,
+                    attributes: attributes.into_iter().collect::<BTreeMap<_, _>>(),
+                    mitre,
+                    host,
+                }
             },
         )
 }
@@ -90,22 +94,34 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), prop::collection::vec(signal(), 0..8))
             .prop_map(|(seq, signals)| Message::Batch(Batch { seq, signals })),
         (any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
-            |(seq, accepted, duplicates, rejected)| Message::Ack(Ack { seq, accepted, duplicates, rejected })
-        ),
-        (text(), any::<u64>()).prop_map(|(agent_version, last_advisory_seq)| Message::Hello(Hello {
-            agent_version,
-            last_advisory_seq
-        })),
-        (any::<u64>(), any::<u64>(), prop::collection::vec((text(), any::<u64>()), 0..4)).prop_map(
-            |(uptime_s, spool_depth, source_errors)| Message::Heartbeat(Heartbeat {
-                agent_version: "0.1.0".into(),
-                uptime_s,
-                spool_depth,
-                drops_total: spool_depth / 2,
-                source_errors,
-                sent_at: Timestamp(1),
+            |(seq, accepted, duplicates, rejected)| Message::Ack(Ack {
+                seq,
+                accepted,
+                duplicates,
+                rejected
             })
         ),
+        (text(), any::<u64>()).prop_map(|(agent_version, last_advisory_seq)| Message::Hello(
+            Hello {
+                agent_version,
+                last_advisory_seq
+            }
+        )),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec((text(), any::<u64>()), 0..4)
+        )
+            .prop_map(|(uptime_s, spool_depth, source_errors)| Message::Heartbeat(
+                Heartbeat {
+                    agent_version: "0.1.0".into(),
+                    uptime_s,
+                    spool_depth,
+                    drops_total: spool_depth / 2,
+                    source_errors,
+                    sent_at: Timestamp(1),
+                }
+            )),
     ]
 }
 
@@ -145,12 +161,20 @@ fn codec_properties() {
     runner
         .run(&prop::collection::vec(any::<u8>(), 0..4096), |bytes| {
             let (_, grown) = peak_growth(|| codec::decode_frame(&bytes, MAX_BATCH_FRAME));
-            prop_assert!(grown <= allowed_growth(bytes.len()), "grew {grown} on {} bytes", bytes.len());
+            prop_assert!(
+                grown <= allowed_growth(bytes.len()),
+                "grew {grown} on {} bytes",
+                bytes.len()
+            );
             let mut framed = ((bytes.len() + 2) as u32).to_be_bytes().to_vec();
             framed.extend_from_slice(&1u16.to_be_bytes());
             framed.extend_from_slice(&bytes);
             let (_, grown) = peak_growth(|| codec::decode_frame(&framed, MAX_BATCH_FRAME));
-            prop_assert!(grown <= allowed_growth(framed.len()), "grew {grown} on {} bytes", framed.len());
+            prop_assert!(
+                grown <= allowed_growth(framed.len()),
+                "grew {grown} on {} bytes",
+                framed.len()
+            );
             Ok(())
         })
         .expect("arbitrary bytes");
@@ -158,20 +182,28 @@ fn codec_properties() {
     // Valid frames, mutated: truncated, bytes flipped, lengths rewritten.
     runner
         .run(
-            &(message(), any::<prop::sample::Index>(), any::<u8>(), any::<u32>()),
+            &(
+                message(),
+                any::<prop::sample::Index>(),
+                any::<u8>(),
+                any::<u32>(),
+            ),
             |(message, at, byte, length)| {
                 let frame = codec::encode_frame(&message, MAX_BATCH_FRAME).expect("encode");
                 let cut = at.index(frame.len());
-                prop_assert!(codec::decode_frame(&frame[..cut], MAX_BATCH_FRAME)
-                    .expect_err("a strict prefix")
-                    .is_incomplete());
+                prop_assert!(
+                    codec::decode_frame(&frame[..cut], MAX_BATCH_FRAME)
+                        .expect_err("a strict prefix")
+                        .is_incomplete()
+                );
                 let mut flipped = frame.clone();
                 flipped[cut] ^= byte | 1;
                 let (_, grown) = peak_growth(|| codec::decode_frame(&flipped, MAX_BATCH_FRAME));
                 prop_assert!(grown <= allowed_growth(frame.len()));
                 let mut relabelled = frame.clone();
                 relabelled[..4].copy_from_slice(&length.to_be_bytes());
-                let (result, grown) = peak_growth(|| codec::decode_frame(&relabelled, MAX_BATCH_FRAME));
+                let (result, grown) =
+                    peak_growth(|| codec::decode_frame(&relabelled, MAX_BATCH_FRAME));
                 prop_assert!(grown <= allowed_growth(frame.len()));
                 if length as usize > MAX_BATCH_FRAME {
                     let is_too_large = matches!(result, Err(DecodeError::TooLarge { .. }));
@@ -191,6 +223,9 @@ fn codec_properties() {
     let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&payload);
     let (result, grown) = peak_growth(|| codec::decode_frame(&frame, MAX_BATCH_FRAME));
-    assert!(matches!(result, Err(DecodeError::Malformed(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(DecodeError::Malformed(_))),
+        "{result:?}"
+    );
     assert!(grown <= allowed_growth(frame.len()), "grew {grown}");
 }

@@ -16,8 +16,14 @@ use vedetta_common::{Severity, Signal, Timestamp};
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("database at {path} is at schema version {found}, newer than this build knows ({known}); upgrade the collector")]
-    SchemaTooNew { path: String, found: i64, known: i64 },
+    #[error(
+        "database at {path} is at schema version {found}, newer than this build knows ({known}); upgrade the collector"
+    )]
+    SchemaTooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("{0} already exists")]
     AlreadyExists(String),
     #[error("{0} not found")]

@@ -206,9 +206,9 @@ impl Store for SqliteStore {
     }
 
     fn agents(&mut self) -> Result<Vec<AgentRecord>, StoreError> {
-        let mut statement = self
-            .connection
-            .prepare(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY org, id"))?;
+        let mut statement = self.connection.prepare(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents ORDER BY org, id"
+        ))?;
         let agents = statement
             .query_map([], Self::row_to_agent)?
             .collect::<Result<_, _>>()?;
@@ -308,7 +308,11 @@ impl Store for SqliteStore {
                         ack.duplicates += 1;
                     }
                 }
-                progress.execute(params![to_i64(item.batch.seq), item.received_at.0, item.agent_id])?;
+                progress.execute(params![
+                    to_i64(item.batch.seq),
+                    item.received_at.0,
+                    item.agent_id
+                ])?;
                 acks.push(ack);
             }
         }
@@ -317,9 +321,8 @@ impl Store for SqliteStore {
     }
 
     fn signals(&mut self, filter: &SignalFilter) -> Result<Vec<StoredSignal>, StoreError> {
-        let mut sql = String::from(
-            "SELECT org, agent_id, received_at, body FROM signals WHERE 1 = 1",
-        );
+        let mut sql =
+            String::from("SELECT org, agent_id, received_at, body FROM signals WHERE 1 = 1");
         let mut values: Vec<rusqlite::types::Value> = Vec::new();
         let mut condition = |clause: &str, value: rusqlite::types::Value| {
             values.push(value);
@@ -343,7 +346,11 @@ impl Store for SqliteStore {
         if let Some(until) = filter.until {
             condition("last_seen <", until.0.into());
         }
-        let limit = if filter.limit == 0 { 1000 } else { filter.limit };
+        let limit = if filter.limit == 0 {
+            1000
+        } else {
+            filter.limit
+        };
         sql.push_str(&format!(" ORDER BY last_seen, id LIMIT {limit}"));
         let mut statement = self.connection.prepare(&sql)?;
         let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
@@ -410,18 +417,37 @@ mod tests {
     fn tokens_are_one_time_and_expire() {
         let (_dir, mut store) = store();
         store.add_org("acme", "ACME", Timestamp(0)).expect("org");
-        assert!(matches!(store.add_org("acme", "again", Timestamp(0)), Err(StoreError::AlreadyExists(_))));
-        store.create_enrollment_token("h1", "acme", Timestamp(0), Timestamp(100)).expect("token");
-        store.create_enrollment_token("h2", "acme", Timestamp(0), Timestamp(100)).expect("token");
-        assert!(store.create_enrollment_token("h3", "nobody", Timestamp(0), Timestamp(100)).is_err());
+        assert!(matches!(
+            store.add_org("acme", "again", Timestamp(0)),
+            Err(StoreError::AlreadyExists(_))
+        ));
+        store
+            .create_enrollment_token("h1", "acme", Timestamp(0), Timestamp(100))
+            .expect("token");
+        store
+            .create_enrollment_token("h2", "acme", Timestamp(0), Timestamp(100))
+            .expect("token");
+        assert!(
+            store
+                .create_enrollment_token("h3", "nobody", Timestamp(0), Timestamp(100))
+                .is_err()
+        );
         let mut issue = |org: &str| Ok(agent(org, "a1"));
-        let first = store.enroll_agent("h1", Timestamp(50), &mut issue).expect("db");
+        let first = store
+            .enroll_agent("h1", Timestamp(50), &mut issue)
+            .expect("db");
         assert_eq!(first.expect("accepted").org, "acme");
-        let again = store.enroll_agent("h1", Timestamp(51), &mut |org| Ok(agent(org, "a2"))).expect("db");
+        let again = store
+            .enroll_agent("h1", Timestamp(51), &mut |org| Ok(agent(org, "a2")))
+            .expect("db");
         assert_eq!(again, Err(TokenRefusal::AlreadyUsed));
-        let late = store.enroll_agent("h2", Timestamp(100), &mut |org| Ok(agent(org, "a3"))).expect("db");
+        let late = store
+            .enroll_agent("h2", Timestamp(100), &mut |org| Ok(agent(org, "a3")))
+            .expect("db");
         assert_eq!(late, Err(TokenRefusal::Expired));
-        let unknown = store.enroll_agent("zz", Timestamp(1), &mut |org| Ok(agent(org, "a4"))).expect("db");
+        let unknown = store
+            .enroll_agent("zz", Timestamp(1), &mut |org| Ok(agent(org, "a4")))
+            .expect("db");
         assert_eq!(unknown, Err(TokenRefusal::Unknown));
         assert_eq!(store.agents().expect("agents").len(), 1);
     }
@@ -446,13 +472,22 @@ mod tests {
         let mut invalid = Signal::new("Bad Kind", Severity::Low, Timestamp(0));
         invalid.count = 1;
         let acks = store
-            .ingest(&[batch(1, signals[..6].to_vec()), batch(2, [signals[4..].to_vec(), vec![invalid]].concat())])
+            .ingest(&[
+                batch(1, signals[..6].to_vec()),
+                batch(2, [signals[4..].to_vec(), vec![invalid]].concat()),
+            ])
             .expect("ingest");
         assert_eq!((acks[0].accepted, acks[0].duplicates), (6, 0));
-        assert_eq!((acks[1].accepted, acks[1].duplicates, acks[1].rejected), (4, 2, 1));
+        assert_eq!(
+            (acks[1].accepted, acks[1].duplicates, acks[1].rejected),
+            (4, 2, 1)
+        );
         assert_eq!(store.count_signals().expect("count"), 10);
         let stored = store
-            .signals(&SignalFilter { org: Some("acme".into()), ..SignalFilter::default() })
+            .signals(&SignalFilter {
+                org: Some("acme".into()),
+                ..SignalFilter::default()
+            })
             .expect("query");
         assert_eq!(stored.len(), 10);
         assert_eq!(stored[0].signal, signals[0]);
@@ -462,19 +497,33 @@ mod tests {
     fn revocation_is_remembered() {
         let (_dir, mut store) = store();
         store.add_org("acme", "ACME", Timestamp(0)).expect("org");
-        store.create_enrollment_token("h", "acme", Timestamp(0), Timestamp(100)).expect("token");
-        store.enroll_agent("h", Timestamp(1), &mut |org| Ok(agent(org, "a1"))).expect("db").expect("ok");
+        store
+            .create_enrollment_token("h", "acme", Timestamp(0), Timestamp(100))
+            .expect("token");
+        store
+            .enroll_agent("h", Timestamp(1), &mut |org| Ok(agent(org, "a1")))
+            .expect("db")
+            .expect("ok");
         assert!(store.revoke_agent("a1", Timestamp(2)).expect("revoke"));
         assert!(!store.revoke_agent("nope", Timestamp(2)).expect("revoke"));
-        assert_eq!(store.revoked_agents().expect("revoked"), vec!["a1".to_string()]);
-        assert_eq!(store.agent("a1").expect("agent").expect("known").revoked_at, Some(Timestamp(2)));
+        assert_eq!(
+            store.revoked_agents().expect("revoked"),
+            vec!["a1".to_string()]
+        );
+        assert_eq!(
+            store.agent("a1").expect("agent").expect("known").revoked_at,
+            Some(Timestamp(2))
+        );
     }
 
     #[test]
     fn reopening_keeps_data_and_refuses_newer_schemas() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("vedetta.db");
-        SqliteStore::open(&path).expect("open").add_org("acme", "A", Timestamp(0)).expect("org");
+        SqliteStore::open(&path)
+            .expect("open")
+            .add_org("acme", "A", Timestamp(0))
+            .expect("org");
         let mut again = SqliteStore::open(&path).expect("reopen");
         assert_eq!(again.orgs().expect("orgs").len(), 1);
         again
@@ -482,6 +531,9 @@ mod tests {
             .execute("INSERT INTO schema_migrations VALUES (999, 0)", [])
             .expect("bump");
         drop(again);
-        assert!(matches!(SqliteStore::open(&path), Err(StoreError::SchemaTooNew { .. })));
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(StoreError::SchemaTooNew { .. })
+        ));
     }
 }

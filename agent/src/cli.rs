@@ -1,0 +1,287 @@
+//! The command line. Names are a contract (DESIGN.md): scripts and users rely on them.
+
+use crate::config::AgentConfig;
+use crate::spool::Spool;
+use crate::state::{Enrollment, StateLock, StatePaths};
+use crate::uplink::UplinkStatus;
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use vedetta_common::Signal;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vedetta-agent",
+    version,
+    about = "Vedetta agent: senses this host and forwards summarised signals to the collector"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Enroll this agent with a collector: make a key here, get a certificate.
+    Enroll {
+        /// HOST:PORT of the collector (UDP).
+        #[arg(long)]
+        collector: String,
+        /// The one-time token from `vedetta-collector token create`.
+        #[arg(long, env = "VEDETTA_ENROLL_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The CA fingerprint printed by `vedetta-collector init`.
+        #[arg(long)]
+        ca_fingerprint: String,
+        #[arg(long)]
+        config: PathBuf,
+        /// A label for people (shown in `agent list`); the host name by default.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Run the agent until SIGTERM or SIGINT.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// All sources live, signals printed as NDJSON, nothing sent (no enrollment needed).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check the configuration file and report what is wrong, with line numbers.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Show enrollment, connection, spool depth, drops and last acknowledgement.
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Queue signals given as NDJSON on standard input (for a member's own integrations).
+    Emit {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn load(config: &Path) -> anyhow::Result<AgentConfig> {
+    Ok(AgentConfig::load(config)?)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Two worker threads are plenty for an agent and keep its footprint small.
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()?)
+}
+
+fn host_label() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Enroll {
+            collector,
+            token,
+            ca_fingerprint,
+            config,
+            label,
+        } => {
+            let config = load(&config)?;
+            let paths = StatePaths::new(&config.state_dir);
+            let label = label.unwrap_or_else(host_label);
+            let enrollment = runtime()?.block_on(crate::enroll::enroll(
+                &paths,
+                &collector,
+                &token,
+                &ca_fingerprint,
+                &label,
+            ))?;
+            println!(
+                "enrolled as agent {} of org {} with collector {}",
+                enrollment.agent_id, enrollment.org, enrollment.collector
+            );
+            Ok(())
+        }
+        Command::Run { config, dry_run } => {
+            let config = load(&config)?;
+            runtime()?.block_on(crate::run::run(config, dry_run, async {
+                if let Err(error) = wait_for_termination().await {
+                    tracing::error!(%error, "cannot listen for signals");
+                }
+            }))
+        }
+        Command::CheckConfig { config: path } => {
+            let config = load(&path)?;
+            println!("{}: configuration OK", path.display());
+            println!("  state directory: {}", config.state_dir.display());
+            let enrolled = StatePaths::new(&config.state_dir).enrollment.exists();
+            println!(
+                "  enrolled: {}",
+                if enrolled {
+                    "yes"
+                } else {
+                    "no (run `vedetta-agent enroll`)"
+                }
+            );
+            Ok(())
+        }
+        Command::Status { config, format } => status(&load(&config)?, format),
+        Command::Emit { config } => emit(&load(&config)?),
+    }
+}
+
+fn status(config: &AgentConfig, format: Format) -> anyhow::Result<()> {
+    let paths = StatePaths::new(&config.state_dir);
+    let enrollment = Enrollment::load(&paths).ok();
+    let running = StateLock::is_held(&paths);
+    let uplink: Option<UplinkStatus> = std::fs::read(UplinkStatus::file(&paths.dir))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let spool = if paths.spool.exists() {
+        Some(Spool::open(&paths.spool, config.spool.max_signals)?.stats()?)
+    } else {
+        None
+    };
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({
+                "running": running,
+                "enrollment": enrollment,
+                "uplink": uplink,
+                "spool": spool,
+                "spool_capacity": config.spool.max_signals,
+            })
+        ),
+        Format::Text => {
+            println!(
+                "agent:      {}",
+                if running { "running" } else { "not running" }
+            );
+            match &enrollment {
+                Some(e) => println!(
+                    "enrolled:   agent {} of org {} (collector {})",
+                    e.agent_id, e.org, e.collector
+                ),
+                None => println!("enrolled:   no"),
+            }
+            match &uplink {
+                Some(u) => {
+                    let since = u.since.map(|t| t.to_rfc3339()).unwrap_or_default();
+                    println!("uplink:     {} since {since}", u.state);
+                    if let Some(error) = &u.last_error {
+                        println!("last error: {error}");
+                    }
+                }
+                None => println!("uplink:     never connected"),
+            }
+            match &spool {
+                Some(s) => {
+                    println!(
+                        "spool:      {} signals waiting ({} in unacknowledged batches), capacity {}",
+                        s.depth, s.in_batches, config.spool.max_signals
+                    );
+                    println!("delivered:  {} signals", s.acked_total);
+                    let last = s
+                        .last_ack_at
+                        .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
+                    println!("last ack:   {last}");
+                    let by: Vec<String> = s
+                        .drops_by_severity
+                        .iter()
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(severity, n)| format!("{severity} {n}"))
+                        .collect();
+                    println!(
+                        "drops:      {}{}",
+                        s.drops_total,
+                        if by.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", by.join(", "))
+                        }
+                    );
+                }
+                None => println!("spool:      not created yet"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn emit(config: &AgentConfig) -> anyhow::Result<()> {
+    let paths = StatePaths::new(&config.state_dir);
+    vedetta_common::files::create_private_dir(&paths.dir)?;
+    let mut spool = Spool::open(&paths.spool, config.spool.max_signals)
+        .with_context(|| format!("opening {}", paths.spool.display()))?;
+    let mut pending = Vec::new();
+    let (mut queued, mut invalid) = (0u64, 0u64);
+    for (number, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.context("reading standard input")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Signal>(&line)
+            .map_err(|error| error.to_string())
+            .and_then(|signal| {
+                signal
+                    .validate()
+                    .map(|()| signal)
+                    .map_err(|error| error.to_string())
+            }) {
+            Ok(signal) => pending.push(signal),
+            Err(error) => {
+                invalid += 1;
+                eprintln!("line {}: {error}", number + 1);
+            }
+        }
+        if pending.len() >= 500 {
+            queued += pending.len() as u64;
+            spool.push(&std::mem::take(&mut pending))?;
+        }
+    }
+    queued += pending.len() as u64;
+    spool.push(&pending)?;
+    eprintln!(
+        "queued {queued} signals{}",
+        if invalid > 0 {
+            format!(", skipped {invalid} invalid lines")
+        } else {
+            String::new()
+        }
+    );
+    if invalid > 0 {
+        anyhow::bail!("{invalid} lines were not valid signals");
+    }
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn wait_for_termination() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}

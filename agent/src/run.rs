@@ -1,0 +1,212 @@
+//! `vedetta-agent run`: sources feed signals into one channel; a sink takes them into the
+//! spool (or, with `--dry-run`, prints them as NDJSON and sends nothing); the uplink
+//! delivers the spool. One shutdown signal reaches every task: sources stop, the sink
+//! writes what it holds, the uplink delivers for a grace period, then the process exits.
+
+use crate::config::AgentConfig;
+use crate::health::Health;
+use crate::spool::{Spool, SpoolStats};
+use crate::state::{Enrollment, StateLock, StatePaths};
+use crate::tls;
+use crate::uplink::{SharedSpool, Uplink, UplinkStatus, with_spool};
+use anyhow::Context as _;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+use tracing::{info, warn};
+use vedetta_common::Signal;
+use vedetta_common::shutdown::{self, Shutdown};
+
+/// Signals waiting between the sources and the sink.
+const CHANNEL: usize = 4096;
+/// How often the health reporter checks the spool for new drops.
+const DROP_CHECK: Duration = Duration::from_secs(2);
+/// At most one drop report this often: with a full spool, each report may itself push
+/// out another signal, and the report must not become a flood of its own.
+const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Where signals go.
+enum Sink {
+    Spool {
+        spool: SharedSpool,
+        wake: Arc<Notify>,
+    },
+    Stdout,
+}
+
+async fn write_out(sink: &Sink, signals: Vec<Signal>, health: &Health) {
+    match sink {
+        Sink::Spool { spool, wake } => {
+            match with_spool(spool, move |spool| spool.push(&signals)).await {
+                Ok(outcome) => {
+                    if outcome.dropped > 0 {
+                        warn!(
+                            dropped = outcome.dropped,
+                            "spool full: dropped the least important signals"
+                        );
+                    }
+                    wake.notify_one();
+                }
+                Err(error) => {
+                    health.source_error("spool");
+                    warn!(%error, "cannot write to the spool");
+                }
+            }
+        }
+        Sink::Stdout => {
+            let mut out = std::io::stdout().lock();
+            for signal in signals {
+                if let Ok(line) = serde_json::to_string(&signal) {
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+            let _ = out.flush();
+        }
+    }
+}
+
+async fn sink_task(sink: Sink, mut signals: mpsc::Receiver<Signal>, health: Arc<Health>) {
+    // Ends when every sender is gone, i.e. after every source stopped.
+    while let Some(first) = signals.recv().await {
+        let mut group = vec![first];
+        while group.len() < 1000 {
+            match signals.try_recv() {
+                Ok(signal) => group.push(signal),
+                Err(_) => break,
+            }
+        }
+        write_out(&sink, group, &health).await;
+    }
+}
+
+/// Sends `agent_health` periodically, and soon after the spool dropped signals.
+async fn health_reporter(
+    health: Arc<Health>,
+    spool: Option<SharedSpool>,
+    interval: Duration,
+    signals: mpsc::Sender<Signal>,
+    mut shutdown: Shutdown,
+) {
+    let stats = |spool: Option<SharedSpool>| async move {
+        match spool {
+            Some(spool) => with_spool(&spool, Spool::stats).await.unwrap_or_default(),
+            None => SpoolStats::default(),
+        }
+    };
+    let mut reported_drops = stats(spool.clone()).await.drops_total;
+    let mut periodic = tokio::time::interval(interval);
+    let mut drop_check = tokio::time::interval(DROP_CHECK);
+    let mut last_drop_report: Option<tokio::time::Instant> = None;
+    loop {
+        let due = tokio::select! {
+            _ = periodic.tick() => true,
+            _ = drop_check.tick() => false,
+            () = shutdown.wait() => return,
+        };
+        let current = stats(spool.clone()).await;
+        let new_drops = current.drops_total.saturating_sub(reported_drops);
+        let drop_report_allowed =
+            last_drop_report.is_none_or(|at| at.elapsed() >= DROP_REPORT_INTERVAL);
+        if due || (new_drops > 0 && drop_report_allowed) {
+            if new_drops > 0 {
+                last_drop_report = Some(tokio::time::Instant::now());
+            }
+            reported_drops = current.drops_total;
+            if signals
+                .send(health.signal(&current, new_drops))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Reads the agent's identity for mutual TLS.
+fn session_client(paths: &StatePaths) -> anyhow::Result<quinn::ClientConfig> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .with_context(|| format!("reading {} (is this agent enrolled?)", path.display()))
+    };
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&read(&paths.certificate)?)
+            .collect::<Result<_, _>>()
+            .context("agent certificate")?;
+    let ca =
+        CertificateDer::from_pem_slice(&read(&paths.ca_certificate)?).context("CA certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(&read(&paths.key)?).context("agent key")?;
+    tls::session_client(ca, chain, key)
+}
+
+/// Runs the agent until `stop` completes (SIGTERM/SIGINT for the binary).
+pub async fn run(
+    config: AgentConfig,
+    dry_run: bool,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let paths = StatePaths::new(&config.state_dir);
+    let health = Arc::new(Health::new());
+    let (trigger, shutdown) = shutdown::channel();
+    let (sender, receiver) = mpsc::channel::<Signal>(CHANNEL);
+    let mut uplink_task = None;
+    let _lock;
+
+    let (sink, spool) = if dry_run {
+        info!("dry run: signals are printed, nothing is sent");
+        (Sink::Stdout, None)
+    } else {
+        let enrollment = Enrollment::load(&paths)?;
+        _lock = StateLock::acquire(&paths)?;
+        let client = session_client(&paths)?;
+        let open = || Spool::open(&paths.spool, config.spool.max_signals);
+        let sink_spool: SharedSpool = Arc::new(Mutex::new(open()?));
+        let uplink_spool: SharedSpool = Arc::new(Mutex::new(open()?));
+        let wake = Arc::new(Notify::new());
+        let uplink = Uplink {
+            config: config.uplink.clone(),
+            address: config
+                .collector
+                .address
+                .clone()
+                .unwrap_or(enrollment.collector.clone()),
+            client,
+            spool: uplink_spool,
+            health: Arc::clone(&health),
+            wake: Arc::clone(&wake),
+            status_file: UplinkStatus::file(&paths.dir),
+        };
+        info!(org = %enrollment.org, agent = %enrollment.agent_id, collector = %uplink.address, "agent starting");
+        uplink_task = Some(tokio::spawn(uplink.run(shutdown.clone())));
+        (
+            Sink::Spool {
+                spool: Arc::clone(&sink_spool),
+                wake,
+            },
+            Some(sink_spool),
+        )
+    };
+
+    let reporter = tokio::spawn(health_reporter(
+        Arc::clone(&health),
+        spool,
+        config.health.interval,
+        sender,
+        shutdown.clone(),
+    ));
+    let sink = tokio::spawn(sink_task(sink, receiver, Arc::clone(&health)));
+
+    stop.await;
+    info!("shutting down");
+    trigger.trigger();
+    let _ = reporter.await;
+    let _ = sink.await;
+    if let Some(uplink) = uplink_task {
+        let _ = uplink.await;
+    }
+    info!("agent stopped");
+    Ok(())
+}

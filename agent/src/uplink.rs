@@ -1,0 +1,376 @@
+//! The uplink: one QUIC connection to the collector, kept up with exponential backoff and
+//! jitter. On each connection it says hello, heartbeats, resends the batches the
+//! collector has not acknowledged yet (same numbers, same content), then sends new ones,
+//! a bounded number at a time. A batch leaves the spool only when its ack arrives.
+//!
+//! On shutdown it keeps delivering for a grace period, then closes the connection and
+//! waits for the endpoint to go idle; whatever is left stays in the spool for next time.
+
+use crate::config::UplinkSection;
+use crate::health::{AGENT_VERSION, Health};
+use crate::spool::{Spool, SpooledBatch};
+use crate::tls;
+use quinn::{Connection, ConnectionError};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+use vedetta_common::Timestamp;
+use vedetta_common::codec::{self, MAX_BATCH_FRAME, MAX_CONTROL_FRAME};
+use vedetta_common::files::write_atomic;
+use vedetta_common::identity::SERVER_NAME;
+use vedetta_common::protocol::{Ack, Batch, ErrorCode, Hello, Message};
+use vedetta_common::shutdown::Shutdown;
+
+/// How long to wait for the collector's answer to hello or to a batch.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the spool is looked at for signals pushed by another process (`emit`).
+const SPOOL_POLL: Duration = Duration::from_secs(1);
+
+/// The spool shared by the tasks of one process.
+pub type SharedSpool = Arc<Mutex<Spool>>;
+
+/// Runs `work` on the spool on a blocking thread.
+pub async fn with_spool<T: Send + 'static>(
+    spool: &SharedSpool,
+    work: impl FnOnce(&mut Spool) -> Result<T, crate::spool::SpoolError> + Send + 'static,
+) -> Result<T, String> {
+    let spool = Arc::clone(spool);
+    tokio::task::spawn_blocking(move || {
+        let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
+        work(&mut spool).map_err(|error| error.to_string())
+    })
+    .await
+    .map_err(|error| error.to_string())?
+}
+
+/// What `status` reads about the connection.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct UplinkStatus {
+    pub state: String,
+    pub since: Option<Timestamp>,
+    pub collector: String,
+    pub last_error: Option<String>,
+}
+
+impl UplinkStatus {
+    pub fn file(state_dir: &std::path::Path) -> PathBuf {
+        state_dir.join("uplink.json")
+    }
+}
+
+#[derive(Debug)]
+pub struct Uplink {
+    pub config: UplinkSection,
+    pub address: String,
+    pub client: quinn::ClientConfig,
+    pub spool: SharedSpool,
+    pub health: Arc<Health>,
+    /// Notified when signals were pushed, so they go out without waiting for a poll.
+    pub wake: Arc<Notify>,
+    pub status_file: PathBuf,
+}
+
+/// How a connection ended.
+enum Ended {
+    Shutdown,
+    Lost { established: bool, reason: String },
+}
+
+/// Explains a closed connection in words an operator can act on.
+pub fn describe(error: &ConnectionError) -> String {
+    match error {
+        ConnectionError::ApplicationClosed(close) => {
+            let reason = String::from_utf8_lossy(&close.reason);
+            match ErrorCode::from_close_code(close.error_code.into_inner()) {
+                Some(ErrorCode::Revoked) => format!("the collector refused this agent: {reason}"),
+                Some(ErrorCode::Unauthenticated) => {
+                    format!("the collector refused this agent: {reason}")
+                }
+                Some(code) => format!("the collector closed the connection ({code:?}): {reason}"),
+                None => format!("the collector closed the connection: {reason}"),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+fn jitter(delay: Duration) -> Duration {
+    use ring::rand::SecureRandom;
+    let mut byte = [0u8; 2];
+    let _ = ring::rand::SystemRandom::new().fill(&mut byte);
+    // "Equal jitter": half the delay, plus a random part of the other half.
+    let fraction = f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX);
+    delay / 2 + delay.mul_f64(fraction / 2.0)
+}
+
+impl Uplink {
+    fn set_status(&self, state: &str, last_error: Option<String>) {
+        let status = UplinkStatus {
+            state: state.to_owned(),
+            since: Some(Timestamp::now()),
+            collector: self.address.clone(),
+            last_error,
+        };
+        if let Ok(json) = serde_json::to_vec_pretty(&status)
+            && let Err(error) = write_atomic(&self.status_file, &json, 0o644)
+        {
+            warn!(%error, "cannot write uplink status");
+        }
+    }
+
+    pub async fn run(self, mut shutdown: Shutdown) {
+        let mut delay = self.config.reconnect_min;
+        loop {
+            if shutdown.is_triggered() {
+                break;
+            }
+            match self.connect_once(&mut shutdown).await {
+                Ended::Shutdown => break,
+                Ended::Lost {
+                    established,
+                    reason,
+                } => {
+                    if established {
+                        delay = self.config.reconnect_min;
+                        warn!(%reason, "connection to the collector lost");
+                    } else {
+                        error!(%reason, "cannot connect to the collector");
+                    }
+                    self.set_status("disconnected", Some(reason));
+                }
+            }
+            let wait = jitter(delay);
+            debug!(?wait, "reconnecting later");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.wait() => break,
+            }
+            delay = (delay * 2).min(self.config.reconnect_max);
+        }
+        self.set_status("stopped", None);
+    }
+
+    async fn connect_once(&self, shutdown: &mut Shutdown) -> Ended {
+        let lost = |reason: String| Ended::Lost {
+            established: false,
+            reason,
+        };
+        let remote = match crate::enroll::resolve(&self.address).await {
+            Ok(remote) => remote,
+            Err(error) => return lost(format!("{error:#}")),
+        };
+        let mut endpoint = match tls::client_endpoint(remote) {
+            Ok(endpoint) => endpoint,
+            Err(error) => return lost(format!("cannot open a UDP socket: {error}")),
+        };
+        endpoint.set_default_client_config(self.client.clone());
+        let connecting = match endpoint.connect(remote, SERVER_NAME) {
+            Ok(connecting) => connecting,
+            Err(error) => return lost(error.to_string()),
+        };
+        let connection = tokio::select! {
+            connection = tokio::time::timeout(self.config.connect_timeout, connecting) => match connection {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(error)) => return lost(format!("{remote}: {}", describe(&error))),
+                Err(_) => return lost(format!("{remote}: no answer within {:?}", self.config.connect_timeout)),
+            },
+            () = shutdown.wait() => return Ended::Shutdown,
+        };
+        let ended = self.session(&connection, shutdown).await;
+        connection.close(0u32.into(), b"agent closing");
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        ended
+    }
+
+    async fn session(&self, connection: &Connection, shutdown: &mut Shutdown) -> Ended {
+        let lost = |established, reason: String| Ended::Lost {
+            established,
+            reason,
+        };
+        let opened = tokio::time::timeout(ANSWER_TIMEOUT, async {
+            let (mut send, mut recv) = connection.open_bi().await?;
+            let last_advisory_seq = 0;
+            let hello = Message::Hello(Hello {
+                agent_version: AGENT_VERSION.to_owned(),
+                last_advisory_seq,
+            });
+            codec::write_frame(&mut send, &hello, MAX_CONTROL_FRAME).await?;
+            let welcome = codec::read_frame(&mut recv, MAX_CONTROL_FRAME).await?;
+            anyhow::Ok((send, recv, welcome))
+        })
+        .await;
+        let (control_send, mut control_recv) = match opened {
+            Ok(Ok((send, recv, Some(Message::Welcome(welcome))))) => {
+                info!(org = %welcome.org, agent = %welcome.agent_id, "connected to the collector");
+                (send, recv)
+            }
+            Ok(Ok((_, _, other))) => {
+                return lost(
+                    false,
+                    format!("unexpected answer to hello: {:?}", other.map(|m| m.name())),
+                );
+            }
+            Ok(Err(error)) => {
+                let reason = connection
+                    .close_reason()
+                    .map(|close| describe(&close))
+                    .unwrap_or_else(|| format!("{error:#}"));
+                return lost(false, reason);
+            }
+            Err(_) => return lost(false, "the collector did not answer hello".into()),
+        };
+        self.set_status("connected", None);
+
+        let heartbeat = tokio::spawn(heartbeats(
+            control_send,
+            Arc::clone(&self.spool),
+            Arc::clone(&self.health),
+            self.config.heartbeat_interval,
+        ));
+        let control = tokio::spawn(async move {
+            // Advisories will arrive here; for now anything the collector says is logged.
+            while let Ok(Some(message)) =
+                codec::read_frame(&mut control_recv, MAX_CONTROL_FRAME).await
+            {
+                debug!(message = message.name(), "control message");
+            }
+        });
+        let ended = self.pump(connection, shutdown).await;
+        heartbeat.abort();
+        control.abort();
+        ended
+    }
+
+    /// Sends batches until the connection is lost or, after shutdown, the spool is empty
+    /// or the grace period is over.
+    async fn pump(&self, connection: &Connection, shutdown: &mut Shutdown) -> Ended {
+        let lost = |reason: String| Ended::Lost {
+            established: true,
+            reason,
+        };
+        let mut queue: VecDeque<SpooledBatch> =
+            match with_spool(&self.spool, Spool::unacknowledged).await {
+                Ok(pending) => pending.into(),
+                Err(error) => return lost(error),
+            };
+        if !queue.is_empty() {
+            info!(batches = queue.len(), "resending unacknowledged batches");
+        }
+        let mut in_flight: JoinSet<Result<Ack, String>> = JoinSet::new();
+        let mut drain_until: Option<Instant> = None;
+        let max_signals = self.config.batch_max_signals;
+        loop {
+            while in_flight.len() < self.config.max_in_flight {
+                let next = match queue.pop_front() {
+                    Some(batch) => Some(batch),
+                    None => match with_spool(&self.spool, move |spool| {
+                        spool.next_batch(max_signals, MAX_BATCH_FRAME / 4)
+                    })
+                    .await
+                    {
+                        Ok(batch) => batch,
+                        Err(error) => return lost(error),
+                    },
+                };
+                let Some(batch) = next else { break };
+                in_flight.spawn(send_batch(connection.clone(), batch));
+            }
+            if let Some(deadline) = drain_until {
+                if in_flight.is_empty() {
+                    info!("spool delivered; closing");
+                    return Ended::Shutdown;
+                }
+                if Instant::now() >= deadline {
+                    info!(
+                        in_flight = in_flight.len(),
+                        "grace period over; the rest stays spooled"
+                    );
+                    return Ended::Shutdown;
+                }
+            }
+            let draining = drain_until.is_some();
+            let deadline = drain_until.unwrap_or_else(Instant::now);
+            tokio::select! {
+                Some(joined) = in_flight.join_next() => match joined {
+                    Ok(Ok(ack)) => {
+                        let seq = ack.seq;
+                        if let Err(error) = with_spool(&self.spool, move |spool| spool.acknowledge(seq)).await {
+                            return lost(error);
+                        }
+                        debug!(seq, accepted = ack.accepted, duplicates = ack.duplicates, "batch acknowledged");
+                        if ack.rejected > 0 {
+                            warn!(seq, rejected = ack.rejected, "the collector rejected invalid signals");
+                        }
+                    }
+                    Ok(Err(reason)) => return lost(reason),
+                    Err(join) => return lost(join.to_string()),
+                },
+                () = self.wake.notified(), if !draining => {}
+                () = tokio::time::sleep(SPOOL_POLL), if !draining => {}
+                () = tokio::time::sleep_until(deadline), if draining => {}
+                error = connection.closed() => return lost(describe(&error)),
+                () = shutdown.wait(), if !draining => {
+                    drain_until = Some(Instant::now() + self.config.shutdown_grace);
+                }
+            }
+        }
+    }
+}
+
+async fn send_batch(connection: Connection, batch: SpooledBatch) -> Result<Ack, String> {
+    let seq = batch.seq;
+    let exchange = async {
+        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| describe(&e))?;
+        let message = Message::Batch(Batch {
+            seq,
+            signals: batch.signals,
+        });
+        codec::write_frame(&mut send, &message, MAX_BATCH_FRAME)
+            .await
+            .map_err(|error| error.to_string())?;
+        send.finish().map_err(|error| error.to_string())?;
+        codec::read_frame(&mut recv, MAX_CONTROL_FRAME)
+            .await
+            .map_err(|error| error.to_string())
+    };
+    match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
+        Ok(Ok(Some(Message::Ack(ack)))) if ack.seq == seq => Ok(ack),
+        Ok(Ok(other)) => Err(format!(
+            "batch {seq}: unexpected answer {:?}",
+            other.map(|m| m.name())
+        )),
+        Ok(Err(reason)) => Err(format!("batch {seq}: {reason}")),
+        Err(_) => Err(format!("batch {seq}: no ack within {ANSWER_TIMEOUT:?}")),
+    }
+}
+
+async fn heartbeats(
+    mut send: quinn::SendStream,
+    spool: SharedSpool,
+    health: Arc<Health>,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tick.tick().await;
+        let stats = match with_spool(&spool, Spool::stats).await {
+            Ok(stats) => stats,
+            Err(error) => {
+                warn!(%error, "cannot read spool figures");
+                Default::default()
+            }
+        };
+        let beat = Message::Heartbeat(health.heartbeat(&stats));
+        if codec::write_frame(&mut send, &beat, MAX_CONTROL_FRAME)
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}

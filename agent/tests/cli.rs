@@ -1,0 +1,74 @@
+//! The agent binary's own command line: configuration checks and dry runs.
+
+use std::process::Command;
+
+fn agent() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vedetta-agent"))
+}
+
+#[test]
+fn check_config_accepts_the_shipped_file_and_names_the_line_of_an_error() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/agent.toml");
+    let output = agent()
+        .args(["check-config", "--config", shipped])
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("configuration OK"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broken = dir.path().join("agent.toml");
+    std::fs::write(&broken, "state_dir = \"s\"\n\n[spool]\nmax_sigals = 5\n").expect("write");
+    let output = agent()
+        .args(["check-config", "--config"])
+        .arg(&broken)
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("line 4") && error.contains("max_sigals"),
+        "{error}"
+    );
+
+    let output = agent()
+        .args(["check-config", "--config", "/nonexistent/agent.toml"])
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/agent.toml"));
+}
+
+#[test]
+fn dry_run_prints_signals_as_ndjson_without_enrollment_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[health]\ninterval = \"100ms\"\n",
+    )
+    .expect("write");
+    let mut child = agent()
+        .args(["run", "--dry-run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let first = lines.next().expect("a line").expect("utf-8");
+    let signal: vedetta_common::Signal = serde_json::from_str(&first).expect("a signal");
+    assert_eq!(signal.kind, "agent_health");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("sigterm");
+    assert!(child.wait().expect("wait").success());
+    assert!(
+        !dir.path().join("state/spool.db").exists(),
+        "a dry run spools nothing"
+    );
+}
