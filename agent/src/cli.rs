@@ -123,7 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config, dry_run } => {
             let config = load(&config)?;
             runtime()?.block_on(crate::run::run(config, dry_run, async {
-                if let Err(error) = wait_for_termination().await {
+                if let Err(error) = vedetta_common::shutdown::terminated().await {
                     tracing::error!(%error, "cannot listen for signals");
                 }
             }))
@@ -270,18 +270,6 @@ fn emit(config: &AgentConfig) -> anyhow::Result<()> {
     );
     if invalid > 0 {
         anyhow::bail!("{invalid} lines were not valid signals");
-    }
-    Ok(())
-}
-
-/// Completes on SIGTERM or SIGINT.
-pub async fn wait_for_termination() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
     }
     Ok(())
 }

@@ -127,7 +127,7 @@ async fn health_reporter(
 }
 
 /// Reads the agent's identity for mutual TLS.
-fn session_client(paths: &StatePaths) -> anyhow::Result<quinn::ClientConfig> {
+pub fn session_client(paths: &StatePaths) -> anyhow::Result<quinn::ClientConfig> {
     let read = |path: &std::path::Path| {
         std::fs::read(path)
             .with_context(|| format!("reading {} (is this agent enrolled?)", path.display()))

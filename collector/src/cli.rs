@@ -287,20 +287,8 @@ fn serve(data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
                 "ca_fingerprint": collector.ca_fingerprint,
             })
         );
-        wait_for_termination().await?;
+        vedetta_common::shutdown::terminated().await?;
         collector.stop().await;
         Ok(())
     })
-}
-
-/// Completes on SIGTERM or SIGINT.
-pub async fn wait_for_termination() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
-    }
-    Ok(())
 }

@@ -36,3 +36,15 @@ impl Shutdown {
         let _ = self.0.wait_for(|stop| *stop).await;
     }
 }
+
+/// Completes on SIGTERM or SIGINT: how a daemon is told to stop.
+pub async fn terminated() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}

@@ -72,6 +72,87 @@ fn run_ok(command: &mut Command) -> anyhow::Result<Output> {
     Ok(output)
 }
 
+/// A background process of ours with its logs in a folder: one log file per start.
+#[derive(Debug)]
+pub struct Daemon {
+    name: &'static str,
+    log_dir: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Daemon {
+    fn new(name: &'static str, log_dir: &Path) -> Self {
+        Self {
+            name,
+            log_dir: log_dir.to_owned(),
+            child: None,
+            starts: 0,
+        }
+    }
+
+    /// Spawns `command` with its standard error in a new log file.
+    fn spawn(&mut self, command: &mut Command) -> &mut Child {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        self.starts += 1;
+        let log = std::fs::File::create(
+            self.log_dir
+                .join(format!("{}-{}.log", self.name, self.starts)),
+        )
+        .expect("log file");
+        let child = command
+            .env("RUST_LOG", format!("info,vedetta_{}=debug", self.name))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|error| panic!("spawn {}: {error}", self.name));
+        self.child.insert(child)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGTERM; returns whether the process exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let mut child = self.child.take().expect("running");
+        send_signal(&child, nix::sys::signal::Signal::SIGTERM);
+        child.wait().expect("wait").success()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+    }
+
+    /// Everything the process logged, over all its starts.
+    pub fn log(&self) -> String {
+        (1..=self.starts)
+            .map(|n| {
+                std::fs::read_to_string(self.log_dir.join(format!("{}-{n}.log", self.name)))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A collector with its own data directory.
 #[derive(Debug)]
 pub struct Collector {
@@ -79,8 +160,7 @@ pub struct Collector {
     pub data_dir: PathBuf,
     pub fingerprint: String,
     pub address: Option<SocketAddr>,
-    child: Option<Child>,
-    starts: u32,
+    pub process: Daemon,
 }
 
 impl Collector {
@@ -106,13 +186,13 @@ impl Collector {
             .as_str()
             .expect("fingerprint")
             .to_owned();
+        let process = Daemon::new("collector", dir.path());
         Self {
             dir,
             data_dir,
             fingerprint,
             address: None,
-            child: None,
-            starts: 0,
+            process,
         }
     }
 
@@ -138,25 +218,12 @@ impl Collector {
 
     /// Starts `serve` (on the same port as before, after the first start).
     pub fn start(&mut self) {
-        assert!(self.child.is_none(), "collector already running");
-        self.starts += 1;
-        let log = std::fs::File::create(
-            self.dir
-                .path()
-                .join(format!("collector-{}.log", self.starts)),
-        )
-        .expect("log file");
         let mut command = Command::new(binary("vedetta-collector"));
         command.arg("serve").arg("--data-dir").arg(&self.data_dir);
         if let Some(address) = self.address {
             command.arg("--listen").arg(address.to_string());
         }
-        let mut child = command
-            .env("RUST_LOG", "info,vedetta_collector=debug")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn collector");
+        let child = self.process.spawn(command.stdout(Stdio::piped()));
         let stdout = child.stdout.take().expect("stdout");
         let (sender, receiver) = mpsc::channel();
         std::thread::spawn(move || {
@@ -166,9 +233,12 @@ impl Collector {
             }
             for _ in lines {}
         });
-        let line = receiver
-            .recv_timeout(DEADLINE)
-            .unwrap_or_else(|_| panic!("collector did not become ready; log: {}", self.log()));
+        let line = receiver.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+            panic!(
+                "collector did not become ready; log: {}",
+                self.process.log()
+            )
+        });
         let ready: serde_json::Value = serde_json::from_str(&line).expect("ready line");
         self.address = Some(
             ready["quic"]
@@ -177,36 +247,23 @@ impl Collector {
                 .parse()
                 .expect("address"),
         );
-        self.child = Some(child);
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.process.pid()
     }
 
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
-        let mut child = self.child.take().expect("running");
-        send_signal(&child, nix::sys::signal::Signal::SIGTERM);
-        let status = child.wait().expect("wait");
-        assert!(status.success(), "collector exited with {status}");
+        assert!(
+            self.process.stop(),
+            "collector exits cleanly; log: {}",
+            self.process.log()
+        );
     }
 
-    /// SIGKILL: no chance to clean up.
     pub fn kill(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().expect("kill");
-        child.wait().expect("wait");
-    }
-
-    pub fn log(&self) -> String {
-        (1..=self.starts)
-            .map(|n| {
-                std::fs::read_to_string(self.dir.path().join(format!("collector-{n}.log")))
-                    .unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.process.kill();
     }
 
     /// Opens the real database file.
@@ -225,22 +282,12 @@ impl Collector {
     }
 }
 
-impl Drop for Collector {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// An agent with its own configuration and state directory.
 #[derive(Debug)]
 pub struct Agent {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
-    child: Option<Child>,
-    starts: u32,
+    pub process: Daemon,
 }
 
 /// Agent settings fast enough for tests.
@@ -283,11 +330,11 @@ impl Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("agent.toml");
         std::fs::write(&config, merge_toml(FAST_AGENT, extra)).expect("config");
+        let process = Daemon::new("agent", dir.path());
         Self {
             dir,
             config,
-            child: None,
-            starts: 0,
+            process,
         }
     }
 
@@ -348,52 +395,29 @@ impl Agent {
     }
 
     pub fn start(&mut self) {
-        assert!(self.child.is_none(), "agent already running");
-        self.starts += 1;
-        let log = std::fs::File::create(self.dir.path().join(format!("agent-{}.log", self.starts)))
-            .expect("log");
-        let child = Command::new(binary("vedetta-agent"))
+        let mut command = Command::new(binary("vedetta-agent"));
+        command
             .args(["run", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "info,vedetta_agent=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn agent");
-        self.child = Some(child);
+            .stdout(Stdio::null());
+        self.process.spawn(&mut command);
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.process.is_running()
     }
 
     /// SIGTERM; returns whether the agent exited successfully.
     pub fn stop(&mut self) -> bool {
-        let mut child = self.child.take().expect("running");
-        send_signal(&child, nix::sys::signal::Signal::SIGTERM);
-        child.wait().expect("wait").success()
+        self.process.stop()
     }
 
     pub fn kill(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().expect("kill");
-        child.wait().expect("wait");
+        self.process.kill();
     }
 
     pub fn log(&self) -> String {
-        (1..=self.starts)
-            .map(|n| {
-                std::fs::read_to_string(self.dir.path().join(format!("agent-{n}.log")))
-                    .unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.process.log()
     }
 
     /// Queues signals through `vedetta-agent emit`.
@@ -428,15 +452,6 @@ impl Agent {
         )
         .expect("status");
         serde_json::from_slice(&output.stdout).expect("status json")
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

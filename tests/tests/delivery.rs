@@ -5,12 +5,19 @@ use vedetta_e2e::{Agent, Collector, assert_stored_once, test_signals, wait_until
 
 const KIND: &str = "e2e_test";
 
-#[test]
-fn enrolled_agent_delivers_every_signal_once_with_the_identity_of_its_certificate() {
+/// A running collector with org `acme`, and an agent of `acme` enrolled with it (not
+/// started), configured with the test defaults plus `extra`.
+fn collector_and_agent(extra: &str) -> (Collector, Agent) {
     let mut collector = Collector::init();
     collector.add_org("acme");
     collector.start();
-    let mut agent = Agent::enrolled(&collector, "acme", "");
+    let agent = Agent::enrolled(&collector, "acme", extra);
+    (collector, agent)
+}
+
+#[test]
+fn enrolled_agent_delivers_every_signal_once_with_the_identity_of_its_certificate() {
+    let (mut collector, mut agent) = collector_and_agent("");
     agent.start();
     let signals = test_signals(1_000, KIND);
     agent.emit(&signals).expect("emit");
@@ -50,10 +57,7 @@ fn enrolled_agent_delivers_every_signal_once_with_the_identity_of_its_certificat
 
 #[test]
 fn signals_produced_while_the_collector_is_down_arrive_after_it_returns() {
-    let mut collector = Collector::init();
-    collector.add_org("acme");
-    collector.start();
-    let mut agent = Agent::enrolled(&collector, "acme", "");
+    let (mut collector, mut agent) = collector_and_agent("");
     collector.stop();
     agent.start();
     let signals = test_signals(500, KIND);
@@ -120,10 +124,7 @@ fn collector_killed_mid_ingest_loses_no_acknowledged_signal_and_stores_none_twic
 
 #[test]
 fn agent_killed_keeps_its_spool_and_resumes_delivery() {
-    let mut collector = Collector::init();
-    collector.add_org("acme");
-    collector.start();
-    let mut agent = Agent::enrolled(&collector, "acme", "");
+    let (mut collector, mut agent) = collector_and_agent("");
     collector.stop();
     agent.start();
     let signals = test_signals(3_000, KIND);
@@ -147,10 +148,7 @@ fn agent_killed_keeps_its_spool_and_resumes_delivery() {
 
 #[test]
 fn sigterm_delivers_the_spool_before_exiting() {
-    let mut collector = Collector::init();
-    collector.add_org("acme");
-    collector.start();
-    let mut agent = Agent::enrolled(&collector, "acme", "");
+    let (mut collector, mut agent) = collector_and_agent("");
     agent.start();
     wait_until("agent connected", || {
         agent.status()["uplink"]["state"] == "connected"
@@ -171,10 +169,7 @@ fn sigterm_delivers_the_spool_before_exiting() {
 
 #[test]
 fn a_full_spool_drops_the_least_important_counts_it_and_keeps_running() {
-    let mut collector = Collector::init();
-    collector.add_org("acme");
-    collector.start();
-    let mut agent = Agent::enrolled(&collector, "acme", "[spool]\nmax_signals = 100\n");
+    let (mut collector, mut agent) = collector_and_agent("[spool]\nmax_signals = 100\n");
     collector.stop();
     agent.start();
     let important: Vec<_> = test_signals(50, KIND)
