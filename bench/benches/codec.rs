@@ -8,10 +8,14 @@ use vedetta_common::{IndicatorType, Severity, Signal, Timestamp};
 fn batch() -> Message {
     let signals = (0..500)
         .map(|n| {
-            Signal::new("ssh_bruteforce", Severity::High, Timestamp(1_763_600_000_000_000_000 + n))
-                .with_indicator(IndicatorType::Ip, format!("203.0.113.{}", n % 250))
-                .with_attribute("attempts", n)
-                .with_attribute("distinct_users", n % 17)
+            Signal::new(
+                "ssh_bruteforce",
+                Severity::High,
+                Timestamp(1_763_600_000_000_000_000 + n),
+            )
+            .with_indicator(IndicatorType::Ip, format!("203.0.113.{}", n % 250))
+            .with_attribute("attempts", n)
+            .with_attribute("distinct_users", n % 17)
         })
         .collect();
     Message::Batch(Batch { seq: 1, signals })

@@ -14,7 +14,10 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let path = exe.parent().context("binary folder")?.join(name);
     if !path.exists() {
-        bail!("{} not found: build it first (cargo build --release --workspace)", path.display());
+        bail!(
+            "{} not found: build it first (cargo build --release --workspace)",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -59,7 +62,10 @@ impl CollectorProcess {
         Ok(Self {
             child,
             address: ready["quic"].as_str().context("quic")?.parse()?,
-            fingerprint: ready["ca_fingerprint"].as_str().context("fingerprint")?.to_owned(),
+            fingerprint: ready["ca_fingerprint"]
+                .as_str()
+                .context("fingerprint")?
+                .to_owned(),
             data_dir: data_dir.to_owned(),
         })
     }
@@ -97,7 +103,12 @@ pub fn process_figures(pid: u32) -> ProcessFigures {
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     ProcessFigures {
         rss_kib: field("VmRSS:"),
         peak_rss_kib: field("VmHWM:"),

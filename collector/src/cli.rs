@@ -72,6 +72,15 @@ pub enum Command {
     /// Manage enrolled agents.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// The quick start: a collector and agents of three organisations on loopback.
+    Demo {
+        /// Folder for the demo's data (recreated on each run).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Exit once the picture is printed instead of running until Ctrl-C.
+        #[arg(long)]
+        exit_when_done: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +161,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             format,
         } => init(&data.data_dir, listen, http, format),
         Command::Serve { data, listen } => serve(&data.data_dir, listen),
+        Command::Demo {
+            data_dir,
+            exit_when_done,
+        } => crate::demo::run(data_dir, exit_when_done),
         Command::Org(OrgCommand::Add { org, name, data }) => {
             validate_name("org", &org).map_err(anyhow::Error::msg)?;
             let name = name.unwrap_or_else(|| org.clone());

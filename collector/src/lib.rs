@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod enroll;
 mod files;
 pub mod ingest;

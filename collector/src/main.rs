@@ -1,17 +1,24 @@
-//! Thin binary: tracing, arguments, then the library; errors become exit code 1.
+//! Thin binary: arguments, tracing, then the library; errors become exit code 1.
 #![forbid(unsafe_code)]
 
 use clap::Parser;
+use vedetta_collector::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // The demo talks to a person on stdout: keep routine logs out of the way.
+    let default_level = if matches!(cli.command, Command::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = vedetta_collector::cli::Cli::parse();
     match vedetta_collector::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -105,7 +105,8 @@ impl Severity {
 
 impl fmt::Display for Severity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, so that tables can align severities with `{:<10}`.
+        f.pad(self.as_str())
     }
 }
 

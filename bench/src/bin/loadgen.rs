@@ -60,7 +60,11 @@ enum Mode {
 }
 
 /// An enrolled agent's mutual-TLS client configuration.
-async fn enroll_agents(collector: &CollectorProcess, work: &Path, count: usize) -> anyhow::Result<Vec<quinn::ClientConfig>> {
+async fn enroll_agents(
+    collector: &CollectorProcess,
+    work: &Path,
+    count: usize,
+) -> anyhow::Result<Vec<quinn::ClientConfig>> {
     let mut store = SqliteStore::open(&collector.data_dir.join("vedetta.db"))?;
     let limit = Arc::new(Semaphore::new(16));
     let mut tasks = Vec::new();
@@ -74,7 +78,14 @@ async fn enroll_agents(collector: &CollectorProcess, work: &Path, count: usize) 
         let limit = Arc::clone(&limit);
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire().await?;
-            vedetta_agent::enroll::enroll(&paths, &address, &token, &fingerprint, &format!("bench-{n}")).await?;
+            vedetta_agent::enroll::enroll(
+                &paths,
+                &address,
+                &token,
+                &fingerprint,
+                &format!("bench-{n}"),
+            )
+            .await?;
             vedetta_agent::run::session_client(&paths)
         }));
     }
@@ -85,12 +96,18 @@ async fn enroll_agents(collector: &CollectorProcess, work: &Path, count: usize) 
     Ok(configs)
 }
 
-async fn connect(collector: &CollectorProcess, config: quinn::ClientConfig) -> anyhow::Result<(quinn::Endpoint, quinn::Connection, quinn::SendStream)> {
+async fn connect(
+    collector: &CollectorProcess,
+    config: quinn::ClientConfig,
+) -> anyhow::Result<(quinn::Endpoint, quinn::Connection, quinn::SendStream)> {
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     endpoint.set_default_client_config(config);
     let connection = endpoint.connect(collector.address, SERVER_NAME)?.await?;
     let (mut send, mut recv) = connection.open_bi().await?;
-    let hello = Message::Hello(Hello { agent_version: "bench".into(), last_advisory_seq: 0 });
+    let hello = Message::Hello(Hello {
+        agent_version: "bench".into(),
+        last_advisory_seq: 0,
+    });
     codec::write_frame(&mut send, &hello, MAX_CONTROL_FRAME).await?;
     match codec::read_frame(&mut recv, MAX_CONTROL_FRAME).await? {
         Some(Message::Welcome(_)) => Ok((endpoint, connection, send)),
@@ -102,7 +119,10 @@ fn signals(agent: usize, batch: usize, size: usize) -> Vec<Signal> {
     (0..size)
         .map(|n| {
             Signal::new("ssh_bruteforce", Severity::High, Timestamp::now())
-                .with_indicator(IndicatorType::Ip, format!("198.51.{}.{}", agent % 250, (batch * size + n) % 250))
+                .with_indicator(
+                    IndicatorType::Ip,
+                    format!("198.51.{}.{}", agent % 250, (batch * size + n) % 250),
+                )
                 .with_attribute("attempts", (n % 100) as i64 + 5)
                 .with_attribute("distinct_users", (n % 17) as i64 + 1)
         })
@@ -113,7 +133,14 @@ fn signals(agent: usize, batch: usize, size: usize) -> Vec<Signal> {
         .collect()
 }
 
-async fn ingest(collector: &CollectorProcess, work: &Path, agents: usize, batch: usize, batches: usize, in_flight: usize) -> anyhow::Result<serde_json::Value> {
+async fn ingest(
+    collector: &CollectorProcess,
+    work: &Path,
+    agents: usize,
+    batch: usize,
+    batches: usize,
+    in_flight: usize,
+) -> anyhow::Result<serde_json::Value> {
     let configs = enroll_agents(collector, work, agents).await?;
     // Build every batch first so that the measurement is the collector, not generation.
     let plans: Vec<Vec<Vec<Signal>>> = (0..agents)
@@ -135,13 +162,18 @@ async fn ingest(collector: &CollectorProcess, work: &Path, agents: usize, batch:
                 acks.push(tokio::spawn(async move {
                     let sent = Instant::now();
                     let (mut send, mut recv) = connection.open_bi().await?;
-                    let message = Message::Batch(Batch { seq: seq as u64 + 1, signals });
+                    let message = Message::Batch(Batch {
+                        seq: seq as u64 + 1,
+                        signals,
+                    });
                     codec::write_frame(&mut send, &message, MAX_BATCH_FRAME).await?;
                     send.finish()?;
                     let answer = codec::read_frame(&mut recv, MAX_CONTROL_FRAME).await?;
                     drop(permit);
                     match answer {
-                        Some(Message::Ack(ack)) if ack.accepted as usize + ack.duplicates as usize > 0 => {
+                        Some(Message::Ack(ack))
+                            if ack.accepted as usize + ack.duplicates as usize > 0 =>
+                        {
                             anyhow::Ok(sent.elapsed().as_secs_f64() * 1000.0)
                         }
                         other => anyhow::bail!("bad answer {other:?}"),
@@ -170,7 +202,10 @@ async fn ingest(collector: &CollectorProcess, work: &Path, agents: usize, batch:
     latencies.sort_by(f64::total_cmp);
     let total = agents * batches * batch;
     let stored = SqliteStore::open(&collector.data_dir.join("vedetta.db"))?.count_signals()?;
-    anyhow::ensure!(stored as usize == total, "stored {stored} of {total} signals");
+    anyhow::ensure!(
+        stored as usize == total,
+        "stored {stored} of {total} signals"
+    );
     Ok(serde_json::json!({
         "mode": "ingest", "agents": agents, "batch": batch, "in_flight": in_flight,
         "signals": total, "seconds": elapsed,
@@ -183,15 +218,24 @@ async fn ingest(collector: &CollectorProcess, work: &Path, agents: usize, batch:
     }))
 }
 
-async fn idle_connections(collector: &CollectorProcess, work: &Path, agents: usize, seconds: u64) -> anyhow::Result<serde_json::Value> {
+async fn idle_connections(
+    collector: &CollectorProcess,
+    work: &Path,
+    agents: usize,
+    seconds: u64,
+) -> anyhow::Result<serde_json::Value> {
     let before = process_figures(collector.pid());
     let configs = enroll_agents(collector, work, agents).await?;
     let mut held = Vec::new();
     for config in configs {
         let (endpoint, connection, mut control) = connect(collector, config).await?;
         let beat = Message::Heartbeat(Heartbeat {
-            agent_version: "bench".into(), uptime_s: 1, spool_depth: 0, drops_total: 0,
-            source_errors: Vec::new(), sent_at: Timestamp::now(),
+            agent_version: "bench".into(),
+            uptime_s: 1,
+            spool_depth: 0,
+            drops_total: 0,
+            source_errors: Vec::new(),
+            sent_at: Timestamp::now(),
         });
         codec::write_frame(&mut control, &beat, MAX_CONTROL_FRAME).await?;
         held.push((endpoint, connection, control));
@@ -199,7 +243,10 @@ async fn idle_connections(collector: &CollectorProcess, work: &Path, agents: usi
     let cpu_start = process_figures(collector.pid()).cpu_s;
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let after = process_figures(collector.pid());
-    let alive = held.iter().filter(|(_, c, _)| c.close_reason().is_none()).count();
+    let alive = held
+        .iter()
+        .filter(|(_, c, _)| c.close_reason().is_none())
+        .count();
     Ok(serde_json::json!({
         "mode": "idle-connections", "agents": agents, "alive": alive,
         "collector_rss_kib_before": before.rss_kib,
@@ -208,16 +255,29 @@ async fn idle_connections(collector: &CollectorProcess, work: &Path, agents: usi
     }))
 }
 
-async fn idle_agent(collector: &CollectorProcess, work: &Path, seconds: u64) -> anyhow::Result<serde_json::Value> {
+async fn idle_agent(
+    collector: &CollectorProcess,
+    work: &Path,
+    seconds: u64,
+) -> anyhow::Result<serde_json::Value> {
     let mut store = SqliteStore::open(&collector.data_dir.join("vedetta.db"))?;
     let (token, hash) = new_token().map_err(|_| anyhow::anyhow!("randomness"))?;
     let now = Timestamp::now();
     store.create_enrollment_token(&hash, "bench", now, Timestamp(now.0 + 3_600_000_000_000))?;
     let config = work.join("agent.toml");
-    std::fs::write(&config, "state_dir = \"idle-agent\"\n[uplink]\nheartbeat_interval = \"30s\"\n")?;
+    std::fs::write(
+        &config,
+        "state_dir = \"idle-agent\"\n[uplink]\nheartbeat_interval = \"30s\"\n",
+    )?;
     let agent = sibling_binary("vedetta-agent")?;
     let status = std::process::Command::new(&agent)
-        .args(["enroll", "--collector", &collector.address.to_string(), "--token", &token])
+        .args([
+            "enroll",
+            "--collector",
+            &collector.address.to_string(),
+            "--token",
+            &token,
+        ])
         .args(["--ca-fingerprint", &collector.fingerprint, "--config"])
         .arg(&config)
         .stdout(std::process::Stdio::null())
@@ -245,14 +305,31 @@ async fn idle_agent(collector: &CollectorProcess, work: &Path, seconds: u64) -> 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let scratch = tempfile_dir(cli.work_dir)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let collector = CollectorProcess::start(&scratch.join("collector"))?;
     let report = runtime.block_on(async {
         match cli.mode {
-            Mode::Ingest { agents, batch, batches_per_agent, in_flight } => {
-                ingest(&collector, &scratch, agents, batch, batches_per_agent, in_flight).await
+            Mode::Ingest {
+                agents,
+                batch,
+                batches_per_agent,
+                in_flight,
+            } => {
+                ingest(
+                    &collector,
+                    &scratch,
+                    agents,
+                    batch,
+                    batches_per_agent,
+                    in_flight,
+                )
+                .await
             }
-            Mode::IdleConnections { agents, seconds } => idle_connections(&collector, &scratch, agents, seconds).await,
+            Mode::IdleConnections { agents, seconds } => {
+                idle_connections(&collector, &scratch, agents, seconds).await
+            }
             Mode::IdleAgent { seconds } => idle_agent(&collector, &scratch, seconds).await,
         }
     })?;
@@ -261,7 +338,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn tempfile_dir(chosen: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let dir = chosen.unwrap_or_else(|| std::env::temp_dir().join(format!("vedetta-bench-{}", std::process::id())));
+    let dir = chosen.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("vedetta-bench-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }

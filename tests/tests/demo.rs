@@ -1,0 +1,44 @@
+//! The README's first command runs unattended and shows the shared attacker.
+
+use std::process::Command;
+use vedetta_e2e::binary;
+
+#[test]
+fn demo_runs_unattended_and_shows_an_address_seen_by_three_organisations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("demo");
+    let output = Command::new(binary("vedetta-collector"))
+        .args(["demo", "--exit-when-done", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("203.0.113.7 — 3 organisations"), "{stdout}");
+    for org in ["comune-esempio", "banca-esempio", "ospedale-esempio"] {
+        assert!(
+            stdout.contains(&format!("enrolled agent {org}-")),
+            "{stdout}"
+        );
+    }
+    // A second run starts afresh in the same folder; a folder that is not a demo is refused.
+    assert!(
+        Command::new(binary("vedetta-collector"))
+            .args(["demo", "--exit-when-done", "--data-dir"])
+            .arg(&data)
+            .status()
+            .expect("rerun")
+            .success()
+    );
+    let refused = Command::new(binary("vedetta-collector"))
+        .args(["demo", "--exit-when-done", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a demo folder"));
+}
