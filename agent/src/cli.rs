@@ -43,9 +43,10 @@ pub enum Command {
         ca_fingerprint: String,
         #[arg(long)]
         config: PathBuf,
-        /// A label for people (shown in `agent list`); the host name by default.
-        #[arg(long)]
-        label: Option<String>,
+        /// A label for people (shown in `agent list` at the collector). None by default:
+        /// host names are the member's business unless it chooses to share them.
+        #[arg(long, default_value = "")]
+        label: String,
     },
     /// Run the agent until SIGTERM or SIGINT.
     Run {
@@ -87,14 +88,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn host_label() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|name| name.trim().to_owned())
-        .ok()
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "unknown-host".into())
-}
-
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Enroll {
@@ -106,7 +99,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = load(&config)?;
             let paths = StatePaths::new(&config.state_dir);
-            let label = label.unwrap_or_else(host_label);
             let enrollment = runtime()?.block_on(crate::enroll::enroll(
                 &paths,
                 &collector,

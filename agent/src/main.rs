@@ -4,6 +4,9 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // Everything this process creates (keys, databases and their WAL files, state) is
+    // for its own user only.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -150,7 +150,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let paths = StatePaths::new(&config.state_dir);
     let health = Arc::new(Health::new());
+    // Two phases: sources and sink stop first (everything seen reaches the spool), then
+    // the uplink delivers what the spool holds for its grace period.
     let (trigger, shutdown) = shutdown::channel();
+    let (uplink_trigger, uplink_shutdown) = shutdown::channel();
     let (sender, receiver) = mpsc::channel::<Signal>(CHANNEL);
     let mut uplink_task = None;
     let _lock;
@@ -180,7 +183,7 @@ pub async fn run(
             status_file: UplinkStatus::file(&paths.dir),
         };
         info!(org = %enrollment.org, agent = %enrollment.agent_id, collector = %uplink.address, "agent starting");
-        uplink_task = Some(tokio::spawn(uplink.run(shutdown.clone())));
+        uplink_task = Some(tokio::spawn(uplink.run(uplink_shutdown)));
         (
             Sink::Spool {
                 spool: Arc::clone(&sink_spool),
@@ -204,6 +207,7 @@ pub async fn run(
     trigger.trigger();
     let _ = reporter.await;
     let _ = sink.await;
+    uplink_trigger.trigger();
     if let Some(uplink) = uplink_task {
         let _ = uplink.await;
     }

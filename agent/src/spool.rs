@@ -7,13 +7,22 @@
 //! are its signals deleted.
 //!
 //! When the queue holds more than `max_signals`, the oldest signals of the lowest severity
-//! are dropped first (never ones already in a batch), and the drops are counted by
-//! severity, persistently, for the health report. Several processes may push (`emit`).
+//! are dropped first (never ones already in a batch, nor the agent's own health reports,
+//! which carry the news of the loss), and the drops are counted by severity, persistently,
+//! for the health report. Several processes may push (`emit`).
+//!
+//! Bad data never blocks the queue: a signal that fails validation is refused at `push`
+//! (counted), and a stored row that cannot be read back is moved to `dead_letters`
+//! (counted) instead of failing its batch forever.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 use std::time::Duration;
+use vedetta_common::signal::kinds;
 use vedetta_common::{Severity, Signal, Timestamp};
+
+/// Version of the spool's schema, in SQLite's `user_version`.
+const SCHEMA_VERSION: i64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -21,6 +30,10 @@ pub enum SpoolError {
     Sqlite(#[from] rusqlite::Error),
     #[error("spool holds a corrupt signal (seq {seq}): {message}")]
     Corrupt { seq: i64, message: String },
+    #[error(
+        "spool schema version {0} is newer than this agent knows ({SCHEMA_VERSION}); upgrade the agent"
+    )]
+    TooNew(i64),
 }
 
 /// The queue. One value per thread; open more for other threads or processes.
@@ -49,12 +62,18 @@ pub struct SpoolStats {
     pub drops_by_severity: Vec<(String, u64)>,
     pub acked_total: u64,
     pub last_ack_at: Option<Timestamp>,
+    /// Signals refused at push because they failed validation.
+    pub invalid_total: u64,
+    /// Stored rows that could not be read back, set aside in `dead_letters`.
+    pub dead_letters: u64,
 }
 
 /// What a push did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PushOutcome {
     pub stored: u64,
+    /// Signals refused because they failed validation (never stored).
+    pub invalid: u64,
     /// Signals dropped to respect the bound (older ones, or these if they rank lowest).
     pub dropped: u64,
 }
@@ -64,9 +83,17 @@ const SCHEMA: &str = "
         seq       INTEGER PRIMARY KEY AUTOINCREMENT,
         severity  INTEGER NOT NULL,
         body      TEXT NOT NULL,
-        batch     INTEGER
+        batch     INTEGER,
+        -- 1 for the agent's own health reports, which trimming never drops
+        keep      INTEGER NOT NULL DEFAULT 0
     );
-    CREATE INDEX IF NOT EXISTS signals_by_batch ON signals (batch, severity, seq);
+    CREATE INDEX IF NOT EXISTS signals_by_batch ON signals (batch, keep, severity, seq);
+    CREATE TABLE IF NOT EXISTS dead_letters (
+        seq        INTEGER PRIMARY KEY,
+        body       TEXT NOT NULL,
+        error      TEXT NOT NULL,
+        moved_at   INTEGER NOT NULL
+    );
     CREATE TABLE IF NOT EXISTS batches (
         seq         INTEGER PRIMARY KEY,
         created_at  INTEGER NOT NULL
@@ -87,7 +114,12 @@ impl Spool {
         connection.busy_timeout(Duration::from_secs(10))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
+        let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(SpoolError::TooNew(version));
+        }
         connection.execute_batch(SCHEMA)?;
+        connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Self {
             connection,
             max_signals,
@@ -99,15 +131,28 @@ impl Spool {
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut stored = 0;
+        let mut invalid = 0;
         {
             let mut insert = transaction
-                .prepare_cached("INSERT INTO signals (severity, body) VALUES (?1, ?2)")?;
+                .prepare_cached("INSERT INTO signals (severity, body, keep) VALUES (?1, ?2, ?3)")?;
+            let mut count = transaction.prepare_cached(
+                "INSERT INTO counters (name, value) VALUES ('invalid_total', 1)
+                 ON CONFLICT (name) DO UPDATE SET value = value + 1",
+            )?;
             for signal in signals {
-                let body = serde_json::to_string(signal).map_err(|error| SpoolError::Corrupt {
-                    seq: -1,
-                    message: error.to_string(),
-                })?;
-                insert.execute(params![signal.severity.rank(), body])?;
+                let body = match signal.validate() {
+                    Ok(()) => serde_json::to_string(signal).ok(),
+                    Err(_) => None,
+                };
+                let Some(body) = body else {
+                    invalid += 1;
+                    count.execute([])?;
+                    continue;
+                };
+                let keep = signal.kind == kinds::AGENT_HEALTH;
+                insert.execute(params![signal.severity.rank(), body, keep])?;
+                stored += 1;
             }
         }
         let depth: i64 =
@@ -119,7 +164,8 @@ impl Spool {
         if excess > 0 {
             let victims: Vec<(i64, i64)> = {
                 let mut select = transaction.prepare_cached(
-                    "SELECT seq, severity FROM signals WHERE batch IS NULL ORDER BY severity, seq LIMIT ?1",
+                    "SELECT seq, severity FROM signals WHERE batch IS NULL AND keep = 0
+                     ORDER BY severity, seq LIMIT ?1",
                 )?;
                 select
                     .query_map([i64::try_from(excess).unwrap_or(i64::MAX)], |row| {
@@ -142,29 +188,68 @@ impl Spool {
         }
         transaction.commit()?;
         Ok(PushOutcome {
-            stored: signals.len() as u64,
+            stored,
+            invalid,
             dropped,
         })
     }
 
+    /// Reads a batch's signals; rows that cannot be decoded are moved to `dead_letters`.
     fn load_batch(&mut self, seq: u64) -> Result<SpooledBatch, SpoolError> {
-        let mut select = self
-            .connection
-            .prepare_cached("SELECT seq, body FROM signals WHERE batch = ?1 ORDER BY seq")?;
-        let rows = select.query_map([seq as i64], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-        })?;
-        let mut signals = Vec::new();
-        for row in rows {
-            let (row_seq, body) = row?;
-            signals.push(
-                serde_json::from_str(&body).map_err(|error| SpoolError::Corrupt {
-                    seq: row_seq,
-                    message: error.to_string(),
-                })?,
-            );
+        let rows: Vec<(i64, String)> = {
+            let mut select = self
+                .connection
+                .prepare_cached("SELECT seq, body FROM signals WHERE batch = ?1 ORDER BY seq")?;
+            select
+                .query_map([seq as i64], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut signals = Vec::with_capacity(rows.len());
+        for (row_seq, body) in rows {
+            match serde_json::from_str::<Signal>(&body)
+                .map_err(|error| error.to_string())
+                .and_then(|signal| {
+                    signal
+                        .validate()
+                        .map(|()| signal)
+                        .map_err(|e| e.to_string())
+                }) {
+                Ok(signal) => signals.push(signal),
+                Err(error) => {
+                    tracing::error!(seq = row_seq, %error, "unreadable signal moved to dead_letters");
+                    let transaction = self.connection.transaction()?;
+                    transaction.execute(
+                        "INSERT INTO dead_letters (seq, body, error, moved_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (seq) DO NOTHING",
+                        params![row_seq, body, error, Timestamp::now().0],
+                    )?;
+                    transaction.execute("DELETE FROM signals WHERE seq = ?1", [row_seq])?;
+                    transaction.execute(
+                        "INSERT INTO counters (name, value) VALUES ('dead_letters', 1)
+                         ON CONFLICT (name) DO UPDATE SET value = value + 1",
+                        [],
+                    )?;
+                    transaction.commit()?;
+                }
+            }
         }
         Ok(SpooledBatch { seq, signals })
+    }
+
+    /// Gives a batch's signals back to the queue (the batch was refused as it is, e.g. too
+    /// large for the collector): they will be sent again in new, smaller batches. Safe,
+    /// because the collector deduplicates by signal id.
+    pub fn release(&mut self, seq: u64) -> Result<(), SpoolError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        transaction.execute(
+            "UPDATE signals SET batch = NULL WHERE batch = ?1",
+            [seq as i64],
+        )?;
+        transaction.execute("DELETE FROM batches WHERE seq = ?1", [seq as i64])?;
+        transaction.commit()?;
+        Ok(())
     }
 
     /// Batches formed earlier and not yet acknowledged, oldest first: they are resent
@@ -197,7 +282,7 @@ impl Spool {
         let mut last_included = None;
         {
             let mut select = transaction.prepare_cached(
-                "SELECT seq, length(body) FROM signals WHERE batch IS NULL ORDER BY seq LIMIT ?1",
+                "SELECT seq, length(CAST(body AS BLOB)) FROM signals WHERE batch IS NULL ORDER BY seq LIMIT ?1",
             )?;
             let mut rows = select.query([max_signals as i64])?;
             let mut bytes = 0usize;
@@ -290,6 +375,8 @@ impl Spool {
             drops_by_severity,
             acked_total: self.counter("acked_total")?.unwrap_or(0) as u64,
             last_ack_at: self.counter("last_ack_at")?.map(Timestamp),
+            invalid_total: self.counter("invalid_total")?.unwrap_or(0) as u64,
+            dead_letters: self.counter("dead_letters")?.unwrap_or(0) as u64,
         })
     }
 }
@@ -362,6 +449,61 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn bad_signals_never_block_the_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::open(&dir.path().join("spool.db"), 100).expect("open");
+        let good = signal(Severity::High, 1);
+        let not_a_number = signal(Severity::High, 2).with_attribute("rate", f64::NAN);
+        let outcome = spool.push(&[good.clone(), not_a_number]).expect("push");
+        assert_eq!((outcome.stored, outcome.invalid), (1, 1));
+        // A row damaged on disk is set aside; its batch still goes out.
+        spool.push(&[signal(Severity::High, 3)]).expect("push");
+        spool
+            .connection
+            .execute(
+                "UPDATE signals SET body = '{broken' WHERE seq = (SELECT MAX(seq) FROM signals)",
+                [],
+            )
+            .expect("damage");
+        let batch = spool
+            .next_batch(10, usize::MAX)
+            .expect("batch")
+            .expect("some");
+        assert_eq!(batch.signals, vec![good]);
+        let stats = spool.stats().expect("stats");
+        assert_eq!(
+            (stats.invalid_total, stats.dead_letters, stats.depth),
+            (1, 1, 1)
+        );
+        // A refused batch goes back to the queue and is re-formed.
+        spool.release(batch.seq).expect("release");
+        assert!(spool.unacknowledged().expect("pending").is_empty());
+        let again = spool
+            .next_batch(10, usize::MAX)
+            .expect("batch")
+            .expect("some");
+        assert_eq!(again.signals, batch.signals);
+        assert!(again.seq > batch.seq);
+    }
+
+    #[test]
+    fn health_reports_are_never_trimmed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::open(&dir.path().join("spool.db"), 10).expect("open");
+        let health = Signal::new(kinds::AGENT_HEALTH, Severity::Info, Timestamp(0));
+        spool.push(std::slice::from_ref(&health)).expect("push");
+        let critical: Vec<Signal> = (0..20).map(|n| signal(Severity::Critical, n)).collect();
+        spool.push(&critical).expect("push");
+        let kept = spool
+            .next_batch(100, usize::MAX)
+            .expect("batch")
+            .expect("some")
+            .signals;
+        assert_eq!(kept[0], health);
+        assert_eq!(spool.stats().expect("stats").drops_total, 11);
     }
 
     #[test]

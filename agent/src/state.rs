@@ -66,14 +66,21 @@ impl StateLock {
             .truncate(false)
             .write(true)
             .open(&paths.lock)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-                "another vedetta-agent is already running with state directory {}",
-                paths.dir.display()
-            ),
-            Err(std::fs::TryLockError::Error(error)) => Err(error.into()),
+        // `status` takes the lock for an instant to see whether an agent runs: retry for
+        // a moment before concluding that another agent holds it.
+        for _ in 0..20 {
+            match file.try_lock() {
+                Ok(()) => return Ok(Self { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::Error(error)) => return Err(error.into()),
+            }
         }
+        anyhow::bail!(
+            "another vedetta-agent is already running with state directory {}",
+            paths.dir.display()
+        )
     }
 
     /// True when a running agent holds the lock (for `status`).

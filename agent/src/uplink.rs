@@ -78,7 +78,13 @@ pub struct Uplink {
 /// How a connection ended.
 enum Ended {
     Shutdown,
-    Lost { established: bool, reason: String },
+    /// `progressed`: the collector acknowledged at least one batch on this connection.
+    /// Only then does the reconnection delay start again from its minimum, so that a
+    /// connection that keeps failing the same way backs off instead of spinning.
+    Lost {
+        progressed: bool,
+        reason: String,
+    },
 }
 
 /// Explains a closed connection in words an operator can act on.
@@ -131,15 +137,12 @@ impl Uplink {
             }
             match self.connect_once(&mut shutdown).await {
                 Ended::Shutdown => break,
-                Ended::Lost {
-                    established,
-                    reason,
-                } => {
-                    if established {
+                Ended::Lost { progressed, reason } => {
+                    if progressed {
                         delay = self.config.reconnect_min;
                         warn!(%reason, "connection to the collector lost");
                     } else {
-                        error!(%reason, "cannot connect to the collector");
+                        error!(%reason, "no delivery to the collector");
                     }
                     self.set_status("disconnected", Some(reason));
                 }
@@ -157,7 +160,7 @@ impl Uplink {
 
     async fn connect_once(&self, shutdown: &mut Shutdown) -> Ended {
         let lost = |reason: String| Ended::Lost {
-            established: false,
+            progressed: false,
             reason,
         };
         let remote = match crate::enroll::resolve(&self.address).await {
@@ -188,8 +191,8 @@ impl Uplink {
     }
 
     async fn session(&self, connection: &Connection, shutdown: &mut Shutdown) -> Ended {
-        let lost = |established, reason: String| Ended::Lost {
-            established,
+        let lost = |reason: String| Ended::Lost {
+            progressed: false,
             reason,
         };
         let opened = tokio::time::timeout(ANSWER_TIMEOUT, async {
@@ -204,25 +207,25 @@ impl Uplink {
             anyhow::Ok((send, recv, welcome))
         })
         .await;
-        let (control_send, mut control_recv) = match opened {
+        let (control_send, mut control_recv, welcome) = match opened {
             Ok(Ok((send, recv, Some(Message::Welcome(welcome))))) => {
                 info!(org = %welcome.org, agent = %welcome.agent_id, "connected to the collector");
-                (send, recv)
+                (send, recv, welcome)
             }
             Ok(Ok((_, _, other))) => {
-                return lost(
-                    false,
-                    format!("unexpected answer to hello: {:?}", other.map(|m| m.name())),
-                );
+                return lost(format!(
+                    "unexpected answer to hello: {:?}",
+                    other.map(|m| m.name())
+                ));
             }
             Ok(Err(error)) => {
                 let reason = connection
                     .close_reason()
                     .map(|close| describe(&close))
                     .unwrap_or_else(|| format!("{error:#}"));
-                return lost(false, reason);
+                return lost(reason);
             }
-            Err(_) => return lost(false, "the collector did not answer hello".into()),
+            Err(_) => return lost("the collector did not answer hello".into()),
         };
         self.set_status("connected", None);
 
@@ -240,7 +243,11 @@ impl Uplink {
                 debug!(message = message.name(), "control message");
             }
         });
-        let ended = self.pump(connection, shutdown).await;
+        let max_signals = self
+            .config
+            .batch_max_signals
+            .min(welcome.max_batch_signals.max(1) as usize);
+        let ended = self.pump(connection, shutdown, max_signals).await;
         heartbeat.abort();
         control.abort();
         ended
@@ -248,22 +255,24 @@ impl Uplink {
 
     /// Sends batches until the connection is lost or, after shutdown, the spool is empty
     /// or the grace period is over.
-    async fn pump(&self, connection: &Connection, shutdown: &mut Shutdown) -> Ended {
-        let lost = |reason: String| Ended::Lost {
-            established: true,
-            reason,
-        };
+    async fn pump(
+        &self,
+        connection: &Connection,
+        shutdown: &mut Shutdown,
+        mut max_signals: usize,
+    ) -> Ended {
+        let mut progressed = false;
+        let lost = |progressed: bool, reason: String| Ended::Lost { progressed, reason };
         let mut queue: VecDeque<SpooledBatch> =
             match with_spool(&self.spool, Spool::unacknowledged).await {
                 Ok(pending) => pending.into(),
-                Err(error) => return lost(error),
+                Err(error) => return lost(false, error),
             };
         if !queue.is_empty() {
             info!(batches = queue.len(), "resending unacknowledged batches");
         }
-        let mut in_flight: JoinSet<Result<Ack, String>> = JoinSet::new();
+        let mut in_flight: JoinSet<Result<Sent, String>> = JoinSet::new();
         let mut drain_until: Option<Instant> = None;
-        let max_signals = self.config.batch_max_signals;
         loop {
             while in_flight.len() < self.config.max_in_flight {
                 let next = match queue.pop_front() {
@@ -274,7 +283,7 @@ impl Uplink {
                     .await
                     {
                         Ok(batch) => batch,
-                        Err(error) => return lost(error),
+                        Err(error) => return lost(progressed, error),
                     },
                 };
                 let Some(batch) = next else { break };
@@ -297,23 +306,33 @@ impl Uplink {
             let deadline = drain_until.unwrap_or_else(Instant::now);
             tokio::select! {
                 Some(joined) = in_flight.join_next() => match joined {
-                    Ok(Ok(ack)) => {
+                    Ok(Ok(Sent::Acknowledged(ack))) => {
                         let seq = ack.seq;
                         if let Err(error) = with_spool(&self.spool, move |spool| spool.acknowledge(seq)).await {
-                            return lost(error);
+                            return lost(progressed, error);
                         }
+                        progressed = true;
                         debug!(seq, accepted = ack.accepted, duplicates = ack.duplicates, "batch acknowledged");
                         if ack.rejected > 0 {
-                            warn!(seq, rejected = ack.rejected, "the collector rejected invalid signals");
+                            warn!(seq, rejected = ack.rejected, "the collector refused some signals of the batch");
                         }
                     }
-                    Ok(Err(reason)) => return lost(reason),
-                    Err(join) => return lost(join.to_string()),
+                    Ok(Ok(Sent::Refused { seq, reason })) => {
+                        // The batch cannot go as it is: give its signals back to the queue
+                        // and form smaller batches from now on.
+                        warn!(seq, %reason, "batch refused; re-forming smaller batches");
+                        max_signals = (max_signals / 2).max(1);
+                        if let Err(error) = with_spool(&self.spool, move |spool| spool.release(seq)).await {
+                            return lost(progressed, error);
+                        }
+                    }
+                    Ok(Err(reason)) => return lost(progressed, reason),
+                    Err(join) => return lost(progressed, join.to_string()),
                 },
                 () = self.wake.notified(), if !draining => {}
                 () = tokio::time::sleep(SPOOL_POLL), if !draining => {}
                 () = tokio::time::sleep_until(deadline), if draining => {}
-                error = connection.closed() => return lost(describe(&error)),
+                error = connection.closed() => return lost(progressed, describe(&error)),
                 () = shutdown.wait(), if !draining => {
                     drain_until = Some(Instant::now() + self.config.shutdown_grace);
                 }
@@ -322,24 +341,66 @@ impl Uplink {
     }
 }
 
-async fn send_batch(connection: Connection, batch: SpooledBatch) -> Result<Ack, String> {
+/// What became of a batch.
+enum Sent {
+    Acknowledged(Ack),
+    /// Not to be sent again as it is (too large for the frame or for this collector).
+    Refused {
+        seq: u64,
+        reason: String,
+    },
+}
+
+/// Resets the stream if the send is abandoned midway (shutdown, lost connection), so that
+/// the collector sees a cancelled stream rather than a truncated frame.
+struct ResetOnDrop(Option<quinn::SendStream>);
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut stream) = self.0.take() {
+            let _ = stream.reset(0u32.into());
+        }
+    }
+}
+
+async fn send_batch(connection: Connection, batch: SpooledBatch) -> Result<Sent, String> {
     let seq = batch.seq;
+    let message = Message::Batch(Batch {
+        seq,
+        signals: batch.signals,
+    });
+    let frame = match codec::encode_frame(&message, MAX_BATCH_FRAME) {
+        Ok(frame) => frame,
+        Err(error @ codec::EncodeError::TooLarge { .. }) => {
+            return Ok(Sent::Refused {
+                seq,
+                reason: error.to_string(),
+            });
+        }
+        Err(error) => return Err(format!("batch {seq}: {error}")),
+    };
     let exchange = async {
-        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| describe(&e))?;
-        let message = Message::Batch(Batch {
-            seq,
-            signals: batch.signals,
-        });
-        codec::write_frame(&mut send, &message, MAX_BATCH_FRAME)
+        let (send, mut recv) = connection.open_bi().await.map_err(|e| describe(&e))?;
+        let mut guard = ResetOnDrop(Some(send));
+        let stream = guard.0.as_mut().ok_or("stream gone")?;
+        stream
+            .write_all(&frame)
             .await
             .map_err(|error| error.to_string())?;
-        send.finish().map_err(|error| error.to_string())?;
+        stream.finish().map_err(|error| error.to_string())?;
+        guard.0 = None;
         codec::read_frame(&mut recv, MAX_CONTROL_FRAME)
             .await
             .map_err(|error| error.to_string())
     };
     match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
-        Ok(Ok(Some(Message::Ack(ack)))) if ack.seq == seq => Ok(ack),
+        Ok(Ok(Some(Message::Ack(ack)))) if ack.seq == seq => Ok(Sent::Acknowledged(ack)),
+        Ok(Ok(Some(Message::Error(refusal)))) if refusal.code == ErrorCode::BatchRefused => {
+            Ok(Sent::Refused {
+                seq,
+                reason: refusal.message,
+            })
+        }
         Ok(Ok(other)) => Err(format!(
             "batch {seq}: unexpected answer {:?}",
             other.map(|m| m.name())

@@ -29,7 +29,7 @@ fn default_http() -> SocketAddr {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
-    /// Most signals accepted in one batch; a larger batch closes the connection.
+    /// Most signals accepted in one batch (at most 5000); agents are told at connection.
     #[serde(default = "default_max_batch_signals")]
     pub max_batch_signals: usize,
     /// Streams one agent connection may have open at once (bounds memory per agent).
@@ -38,6 +38,13 @@ pub struct IngestConfig {
     /// A connection with no traffic (agents heartbeat) for this long is closed.
     #[serde(default = "default_idle_timeout", with = "serde_human")]
     pub idle_timeout: Duration,
+    /// How long a stream may take to deliver its first frame (a batch, or hello).
+    #[serde(default = "default_frame_timeout", with = "serde_human")]
+    pub frame_timeout: Duration,
+    /// Bytes of batch frames being received or committed at once, over all agents;
+    /// beyond this, agents wait (their streams are not read).
+    #[serde(default = "default_memory_budget")]
+    pub memory_budget_bytes: usize,
     /// How often revocations made by `agent revoke` are applied to live connections.
     #[serde(default = "default_revocation_poll", with = "serde_human")]
     pub revocation_poll: Duration,
@@ -52,6 +59,12 @@ fn default_max_streams() -> u32 {
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(90)
 }
+fn default_frame_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_memory_budget() -> usize {
+    256 * 1024 * 1024
+}
 fn default_revocation_poll() -> Duration {
     Duration::from_secs(1)
 }
@@ -62,6 +75,8 @@ impl Default for IngestConfig {
             max_batch_signals: default_max_batch_signals(),
             max_streams_per_connection: default_max_streams(),
             idle_timeout: default_idle_timeout(),
+            frame_timeout: default_frame_timeout(),
+            memory_budget_bytes: default_memory_budget(),
             revocation_poll: default_revocation_poll(),
         }
     }

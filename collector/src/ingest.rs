@@ -8,9 +8,11 @@
 //! itself), or a revoked agent each end the connection with a distinct close code and a
 //! reason the agent prints.
 //!
-//! Memory per connection is bounded: a fixed number of concurrent streams, frames of at
-//! most [`MAX_BATCH_FRAME`] bytes, and batches of at most `max_batch_signals` signals.
-//! A malformed frame closes only that connection.
+//! Memory is bounded: a fixed number of concurrent streams per connection, one connection
+//! per agent (a new one replaces the old), frames of at most [`MAX_BATCH_FRAME`] bytes
+//! whose bytes are reserved from a budget shared by all agents before they are read, every
+//! collection inside a frame capped while it is decoded, and a deadline for each stream's
+//! first frame. A malformed frame closes only that connection.
 
 use crate::config::IngestConfig;
 use crate::enroll;
@@ -22,12 +24,16 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, info, info_span, warn};
 use vedetta_common::Timestamp;
-use vedetta_common::codec::{self, MAX_BATCH_FRAME, MAX_CONTROL_FRAME, ReadError};
+use vedetta_common::codec::{self, HEADER_LEN, MAX_BATCH_FRAME, MAX_CONTROL_FRAME, ReadError};
 use vedetta_common::identity::{ALPN, ALPN_ENROLL, AgentIdentity, fingerprint};
-use vedetta_common::protocol::{ErrorCode, ErrorMessage, Message, Welcome};
+use vedetta_common::protocol::{
+    ErrorCode, ErrorMessage, Heartbeat, MAX_BATCH_SIGNALS, Message, Welcome,
+};
 use vedetta_common::shutdown::Shutdown;
 
 /// Counters of the ingest path, for logs and metrics.
@@ -53,7 +59,9 @@ pub struct IngestContext {
     pub store: Mutex<SqliteStore>,
     pub writer: WriterHandle,
     pub metrics: IngestMetrics,
-    live: Mutex<HashMap<String, Vec<Connection>>>,
+    live: Mutex<HashMap<String, Connection>>,
+    /// Bytes of batch frames in flight, over all agents (see `memory_budget_bytes`).
+    budget: Arc<Semaphore>,
 }
 
 impl IngestContext {
@@ -63,6 +71,9 @@ impl IngestContext {
         store: SqliteStore,
         writer: WriterHandle,
     ) -> Self {
+        let budget = Arc::new(Semaphore::new(
+            config.memory_budget_bytes.max(MAX_BATCH_FRAME),
+        ));
         Self {
             config,
             authority,
@@ -70,6 +81,7 @@ impl IngestContext {
             writer,
             metrics: IngestMetrics::default(),
             live: Mutex::new(HashMap::new()),
+            budget,
         }
     }
 
@@ -90,14 +102,19 @@ impl IngestContext {
         .unwrap_or_else(|join| Err(StoreError::Corrupt(format!("store task failed: {join}"))))
     }
 
+    /// Records the agent's live connection, closing an older one: an agent has one.
     fn register(&self, agent_id: &str, connection: &Connection) {
         let mut live = self
             .live
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        live.entry(agent_id.to_owned())
-            .or_default()
-            .push(connection.clone());
+        if let Some(older) = live.insert(agent_id.to_owned(), connection.clone()) {
+            close(
+                &older,
+                ErrorCode::ProtocolViolation,
+                "replaced by a newer connection of this agent",
+            );
+        }
     }
 
     fn unregister(&self, agent_id: &str, connection: &Connection) {
@@ -105,26 +122,24 @@ impl IngestContext {
             .live
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if let Some(connections) = live.get_mut(agent_id) {
-            connections.retain(|c| c.stable_id() != connection.stable_id());
-            if connections.is_empty() {
-                live.remove(agent_id);
-            }
+        if live
+            .get(agent_id)
+            .is_some_and(|current| current.stable_id() == connection.stable_id())
+        {
+            live.remove(agent_id);
         }
     }
 
-    /// Closes every live connection of the given agents.
+    /// Closes the live connections of the given agents.
     pub fn disconnect(&self, agent_ids: &[String], code: ErrorCode, reason: &str) -> usize {
         let live = self
             .live
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         let mut closed = 0;
-        for id in agent_ids {
-            for connection in live.get(id).into_iter().flatten() {
-                close(connection, code, reason);
-                closed += 1;
-            }
+        for connection in agent_ids.iter().filter_map(|id| live.get(id)) {
+            close(connection, code, reason);
+            closed += 1;
         }
         closed
     }
@@ -135,10 +150,24 @@ impl IngestContext {
             .live
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        for connection in live.values().flatten() {
+        for connection in live.values() {
             close(connection, code, reason);
         }
     }
+
+    /// The batch size agents are told to respect.
+    fn max_batch_signals(&self) -> usize {
+        self.config.max_batch_signals.clamp(1, MAX_BATCH_SIGNALS)
+    }
+}
+
+/// Text from an agent, made safe to store, log and print: no control characters (no
+/// terminal escapes), bounded length.
+pub fn sanitize(text: &str, max_chars: usize) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(max_chars)
+        .collect()
 }
 
 pub fn close(connection: &Connection, code: ErrorCode, reason: &str) {
@@ -360,32 +389,75 @@ fn protocol_error(error: impl std::fmt::Display) -> (ErrorCode, String) {
     (ErrorCode::ProtocolViolation, error.to_string())
 }
 
+/// Reads a stream's first frame within the deadline, reserving its bytes from the shared
+/// budget before reading them. The permit is held until the frame's work is done.
+async fn first_frame(
+    context: &Arc<IngestContext>,
+    recv: &mut RecvStream,
+) -> Result<Option<(Message, tokio::sync::OwnedSemaphorePermit)>, (ErrorCode, String)> {
+    let read = async {
+        let mut header = [0u8; HEADER_LEN];
+        match recv.read_exact(&mut header).await {
+            Ok(_) => {}
+            // An empty stream, or one reset by the agent (e.g. it gave up on a send).
+            Err(error) => {
+                debug!(%error, "stream ended before a frame");
+                return Ok(None);
+            }
+        }
+        let length = codec::decode_header(header, MAX_BATCH_FRAME).map_err(protocol_error)?;
+        let permit = Arc::clone(&context.budget)
+            .acquire_many_owned(u32::try_from(length).unwrap_or(u32::MAX))
+            .await
+            .map_err(|_| {
+                (
+                    ErrorCode::ShuttingDown,
+                    "collector shutting down".to_owned(),
+                )
+            })?;
+        let mut payload = Vec::with_capacity(length);
+        let got = (&mut *recv)
+            .take(length as u64)
+            .read_to_end(&mut payload)
+            .await
+            .map_err(protocol_error)?;
+        if got < length {
+            return Err(protocol_error("stream ended inside a frame"));
+        }
+        let message = codec::decode_payload(&payload).map_err(protocol_error)?;
+        Ok(Some((message, permit)))
+    };
+    tokio::time::timeout(context.config.frame_timeout, read)
+        .await
+        .unwrap_or_else(|_| Err(protocol_error("no complete frame within the deadline")))
+}
+
 async fn handle_stream(
     context: &Arc<IngestContext>,
     agent: &Arc<AgentRecord>,
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> StreamResult {
-    let first = match codec::read_frame(&mut recv, MAX_BATCH_FRAME).await {
-        Ok(Some(message)) => message,
-        Ok(None) => return Ok(()),
-        // A reset stream or a lost connection is not the agent misbehaving.
-        Err(ReadError::Io(error)) => {
-            debug!(%error, "stream ended");
-            return Ok(());
-        }
-        Err(error) => return Err(protocol_error(error)),
+    let Some((first, permit)) = first_frame(context, &mut recv).await? else {
+        return Ok(());
     };
     match first {
         Message::Batch(batch) => {
-            if batch.signals.len() > context.config.max_batch_signals {
-                return Err(protocol_error(format!(
-                    "batch of {} signals exceeds the limit of {}",
-                    batch.signals.len(),
-                    context.config.max_batch_signals
-                )));
-            }
             let seq = batch.seq;
+            if batch.signals.len() > context.max_batch_signals() {
+                // Refused on this stream only: the agent re-forms smaller batches.
+                let refusal = Message::Error(ErrorMessage {
+                    code: ErrorCode::BatchRefused,
+                    message: format!(
+                        "batch {seq} has {} signals, more than this collector's limit of {}",
+                        batch.signals.len(),
+                        context.max_batch_signals()
+                    ),
+                });
+                let _ = codec::write_frame(&mut send, &refusal, MAX_CONTROL_FRAME).await;
+                let _ = send.finish();
+                return Ok(());
+            }
             let ack = context
                 .writer
                 .commit(IngestBatch {
@@ -396,6 +468,7 @@ async fn handle_stream(
                 })
                 .await
                 .map_err(|error| (ErrorCode::Overloaded, error.to_string()))?;
+            drop(permit);
             let metrics = &context.metrics;
             metrics.batches.fetch_add(1, Ordering::Relaxed);
             metrics
@@ -408,7 +481,11 @@ async fn handle_stream(
                 .signals_rejected
                 .fetch_add(u64::from(ack.rejected), Ordering::Relaxed);
             if ack.rejected > 0 {
-                warn!(seq, rejected = ack.rejected, "signals failed validation");
+                warn!(
+                    seq,
+                    rejected = ack.rejected,
+                    "signals refused (invalid, or an id of another agent)"
+                );
             }
             debug!(
                 seq,
@@ -422,12 +499,14 @@ async fn handle_stream(
             Ok(())
         }
         Message::Hello(hello) => {
-            debug!(agent_version = %hello.agent_version, "hello");
+            drop(permit);
+            debug!(agent_version = %sanitize(&hello.agent_version, 64), "hello");
             let welcome = Message::Welcome(Welcome {
                 org: agent.org.clone(),
                 agent_id: agent.id.clone(),
                 collector_version: env!("CARGO_PKG_VERSION").to_owned(),
                 server_time: Timestamp::now(),
+                max_batch_signals: context.max_batch_signals() as u32,
             });
             codec::write_frame(&mut send, &welcome, MAX_CONTROL_FRAME)
                 .await
@@ -441,12 +520,25 @@ async fn handle_stream(
     }
 }
 
+/// Heartbeats are stored at most this often per connection: an agent cannot turn them
+/// into a stream of writes competing with ingest.
+const HEARTBEAT_MIN_INTERVAL: Duration = Duration::from_secs(5);
+
+fn sanitize_heartbeat(mut heartbeat: Heartbeat) -> Heartbeat {
+    heartbeat.agent_version = sanitize(&heartbeat.agent_version, 64);
+    for (source, _) in &mut heartbeat.source_errors {
+        *source = sanitize(source, 128);
+    }
+    heartbeat
+}
+
 async fn control_stream(
     context: &Arc<IngestContext>,
     agent: &Arc<AgentRecord>,
     _send: SendStream,
     mut recv: RecvStream,
 ) -> StreamResult {
+    let mut last_stored: Option<Instant> = None;
     loop {
         match codec::read_frame(&mut recv, MAX_CONTROL_FRAME).await {
             Ok(Some(Message::Heartbeat(heartbeat))) => {
@@ -455,6 +547,11 @@ async fn control_stream(
                     drops = heartbeat.drops_total,
                     "heartbeat"
                 );
+                if last_stored.is_some_and(|at| at.elapsed() < HEARTBEAT_MIN_INTERVAL) {
+                    continue;
+                }
+                last_stored = Some(Instant::now());
+                let heartbeat = sanitize_heartbeat(heartbeat);
                 let agent_id = agent.id.clone();
                 if let Err(error) = context
                     .with_store(move |store| {
@@ -466,7 +563,7 @@ async fn control_stream(
                 }
             }
             Ok(Some(Message::Error(ErrorMessage { code, message }))) => {
-                info!(?code, %message, "agent reported an error");
+                info!(?code, message = %sanitize(&message, 256), "agent reported an error");
             }
             Ok(Some(other)) => {
                 return Err(protocol_error(format!(

@@ -5,6 +5,9 @@ use clap::Parser;
 use vedetta_collector::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
+    // Everything this process creates (keys, databases and their WAL files, state) is
+    // for its own user only.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     // The demo talks to a person on stdout: keep routine logs out of the way.
     let default_level = if matches!(cli.command, Command::Demo { .. }) {

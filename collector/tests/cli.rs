@@ -25,7 +25,16 @@ fn init_creates_a_private_pki_and_refuses_to_run_twice() {
     let text = String::from_utf8_lossy(&output.stdout);
     let fingerprint = text.split_whitespace().last().expect("fingerprint");
     assert_eq!(fingerprint.len(), 64);
-    for secret in ["ca.key", "server.key", "vedetta.db"] {
+    for secret in [
+        "ca.key",
+        "server.key",
+        "vedetta.db",
+        "vedetta.db-wal",
+        "vedetta.db-shm",
+    ]
+    .into_iter()
+    .filter(|name| data.join(name).exists())
+    {
         let mode = std::fs::metadata(data.join(secret))
             .expect(secret)
             .permissions()
@@ -64,9 +73,13 @@ fn orgs_tokens_and_agents_are_managed_from_the_command_line() {
     );
     let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
     assert!(token.starts_with("vdt_") && token.len() == 68, "{token}");
-    // Only the token's hash is stored.
-    let database = std::fs::read(data.join("vedetta.db")).expect("db");
-    assert!(!database.windows(token.len()).any(|w| w == token.as_bytes()));
+    // Only the token's hash is stored: not the token, in the database nor its WAL.
+    let hash = vedetta_common::identity::sha256_hex(token.as_bytes());
+    let mut files = std::fs::read(data.join("vedetta.db")).expect("db");
+    files.extend(std::fs::read(data.join("vedetta.db-wal")).unwrap_or_default());
+    let contains = |needle: &[u8]| files.windows(needle.len()).any(|w| w == needle);
+    assert!(!contains(token.as_bytes()));
+    assert!(contains(hash.as_bytes()), "the hash is what is kept");
     let unknown_org = collector(&["token", "create", "--org", "nobody"], &data);
     assert!(!unknown_org.status.success());
     let revoke = collector(&["agent", "revoke", "nobody-1234"], &data);

@@ -6,8 +6,9 @@
 //! "unsupported version" instead of a confusing decode error.
 //!
 //! Decoding never trusts a length: a frame longer than the caller's limit is refused before
-//! any allocation, and bincode runs with a memory limit so that a hostile length *inside*
-//! a frame (a vector claiming 2^60 elements) is refused too. [`DecodeError::Incomplete`]
+//! any allocation; bincode runs with a memory limit for strings and byte buffers; and every
+//! collection in the protocol has a fixed ceiling checked while it is decoded (see
+//! `bounded`), so a hostile count *inside* a frame is refused too. [`DecodeError::Incomplete`]
 //! (wait for more bytes) is distinct from every "malformed" error (close the connection).
 //!
 //! bincode is unmaintained upstream (RUSTSEC-2025-0141); keeping it behind this module
@@ -169,14 +170,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         }
     }
     let length = decode_header(header, limit)?;
-    let mut payload = vec![0u8; length];
-    reader.read_exact(&mut payload).await.map_err(|error| {
-        if error.kind() == std::io::ErrorKind::UnexpectedEof {
-            ReadError::Truncated
-        } else {
-            ReadError::Io(error)
-        }
-    })?;
+    // Grow with what actually arrives: a peer that announces a large frame and stalls
+    // holds no more memory than it has sent.
+    let mut payload = Vec::with_capacity(length.min(64 * 1024));
+    let read = (&mut *reader)
+        .take(length as u64)
+        .read_to_end(&mut payload)
+        .await?;
+    if read < length {
+        return Err(ReadError::Truncated);
+    }
     Ok(Some(decode_payload(&payload)?))
 }
 

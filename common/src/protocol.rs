@@ -15,6 +15,11 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change of the messages below.
 pub const PROTOCOL_VERSION: u16 = 1;
+/// The most signals a batch may carry on the wire (a collector may accept fewer: it says
+/// how many in [`Welcome::max_batch_signals`]).
+pub const MAX_BATCH_SIGNALS: usize = 5_000;
+/// The most sources a heartbeat may report errors for.
+pub const MAX_HEARTBEAT_SOURCES: usize = 64;
 
 /// Everything that can be said on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +67,8 @@ pub struct Welcome {
     pub agent_id: String,
     pub collector_version: String,
     pub server_time: Timestamp,
+    /// The largest batch this collector accepts; agents form no larger ones.
+    pub max_batch_signals: u32,
 }
 
 /// The agent's periodic sign of life and health.
@@ -72,6 +79,7 @@ pub struct Heartbeat {
     pub spool_depth: u64,
     pub drops_total: u64,
     /// Errors per source since the agent started (`("logs:/var/log/auth.log", 3)`).
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_HEARTBEAT_SOURCES>")]
     pub source_errors: Vec<(String, u64)>,
     pub sent_at: Timestamp,
 }
@@ -80,6 +88,7 @@ pub struct Heartbeat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
     pub seq: u64,
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_BATCH_SIGNALS>")]
     pub signals: Vec<Signal>,
 }
 
@@ -118,6 +127,9 @@ pub enum EnrollResponse {
 }
 
 /// Refusal codes, also used as QUIC application close codes.
+///
+/// `BatchRefused` is answered on a batch's own stream (the connection stays up): the
+/// agent must not send that batch again as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorCode {
     ProtocolViolation,
@@ -126,6 +138,7 @@ pub enum ErrorCode {
     UnsupportedVersion,
     Overloaded,
     ShuttingDown,
+    BatchRefused,
 }
 
 impl ErrorCode {
@@ -137,6 +150,7 @@ impl ErrorCode {
             Self::UnsupportedVersion => 4,
             Self::Overloaded => 5,
             Self::ShuttingDown => 6,
+            Self::BatchRefused => 7,
         }
     }
 
@@ -148,6 +162,7 @@ impl ErrorCode {
             4 => Self::UnsupportedVersion,
             5 => Self::Overloaded,
             6 => Self::ShuttingDown,
+            7 => Self::BatchRefused,
             _ => return None,
         })
     }

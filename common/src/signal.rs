@@ -377,9 +377,15 @@ pub struct Signal {
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
     pub count: u64,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::vec::<_, _, { limits::MAX_INDICATORS }>"
+    )]
     pub indicators: Vec<Indicator>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::map::<_, _, _, { limits::MAX_ATTRIBUTES }>"
+    )]
     pub attributes: BTreeMap<String, AttributeValue>,
     #[serde(default)]
     pub mitre: Option<String>,
@@ -404,6 +410,8 @@ pub enum SignalError {
     },
     #[error("{what} is longer than {limit} bytes")]
     TooLong { what: &'static str, limit: usize },
+    #[error("attribute {0:?} is not a finite number")]
+    NotFinite(String),
 }
 
 impl Signal {
@@ -481,8 +489,13 @@ impl Signal {
         }
         for (key, value) in &self.attributes {
             too_long("attribute name", key)?;
-            if let AttributeValue::Text(text) = value {
-                too_long("attribute value", text)?;
+            match value {
+                AttributeValue::Text(text) => too_long("attribute value", text)?,
+                // JSON has no NaN or infinity: such a value could not be read back.
+                AttributeValue::Float(number) if !number.is_finite() => {
+                    return Err(SignalError::NotFinite(key.chars().take(80).collect()));
+                }
+                _ => {}
             }
         }
         if let Some(mitre) = &self.mitre {
@@ -539,6 +552,10 @@ mod tests {
         let mut bad = sample();
         bad.indicators = vec![Indicator::new(IndicatorType::Ip, "x"); 65];
         assert!(matches!(bad.validate(), Err(SignalError::TooMany { .. })));
+        for number in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let bad = sample().with_attribute("rate", number);
+            assert!(matches!(bad.validate(), Err(SignalError::NotFinite(_))));
+        }
         let mut bad = sample();
         bad.host = Some("h".repeat(2000));
         assert!(matches!(bad.validate(), Err(SignalError::TooLong { .. })));

@@ -485,3 +485,115 @@ pub fn assert_stored_once(stored: &[StoredSignal], expected: &[Signal]) {
     }
     assert_eq!(stored.len(), expected.len(), "unexpected extra signals");
 }
+
+/// Raw QUIC clients for tests that play a misbehaving or hostile agent: they hold a real
+/// certificate (or none) and speak the wire protocol by hand.
+pub mod raw {
+    use quinn::ConnectionError;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::time::Duration;
+    use vedetta_common::codec::{self, MAX_BATCH_FRAME, MAX_CONTROL_FRAME};
+    use vedetta_common::identity::{ALPN, SERVER_NAME};
+    use vedetta_common::protocol::{ErrorCode, Message};
+
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    pub fn pem_certificates(path: &Path) -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_file_iter(path)
+            .expect("read certificates")
+            .collect::<Result<_, _>>()
+            .expect("parse certificates")
+    }
+
+    /// A client that trusts `ca` and presents `identity` (certificate chain and key), if any.
+    pub fn client(ca: &Path, identity: Option<(&Path, &Path)>) -> quinn::ClientConfig {
+        let ca = pem_certificates(ca).remove(0);
+        match identity {
+            Some((certificate, key)) => vedetta_agent::tls::session_client(
+                ca,
+                pem_certificates(certificate),
+                PrivateKeyDer::from_pem_file(key).expect("key"),
+            )
+            .expect("client config"),
+            None => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(ca).expect("root");
+                let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+                let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_protocol_versions(&[&rustls::version::TLS13])
+                    .expect("tls13")
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                tls.alpn_protocols = vec![ALPN.to_vec()];
+                let crypto =
+                    quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
+                quinn::ClientConfig::new(std::sync::Arc::new(crypto))
+            }
+        }
+    }
+
+    pub async fn connect(
+        address: SocketAddr,
+        config: quinn::ClientConfig,
+    ) -> Result<quinn::Connection, ConnectionError> {
+        let mut endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+        endpoint.set_default_client_config(config);
+        endpoint
+            .connect(address, SERVER_NAME)
+            .expect("connect")
+            .await
+    }
+
+    /// Waits for the collector to close `connection` and returns the close code and reason.
+    pub async fn closed_by_collector(
+        connection: &quinn::Connection,
+    ) -> (Option<ErrorCode>, String) {
+        let error = tokio::time::timeout(Duration::from_secs(30), connection.closed())
+            .await
+            .expect("collector closes the connection");
+        match error {
+            ConnectionError::ApplicationClosed(close) => (
+                ErrorCode::from_close_code(close.error_code.into_inner()),
+                String::from_utf8_lossy(&close.reason).into_owned(),
+            ),
+            other => (None, other.to_string()),
+        }
+    }
+
+    /// Connects as an enrolled `agent` of `collector`.
+    pub async fn connect_as(
+        collector: &super::Collector,
+        agent: &super::Agent,
+    ) -> quinn::Connection {
+        let state = agent.state_dir();
+        let config = client(
+            &collector.data_dir.join("ca.crt"),
+            Some((&state.join("agent.crt"), &state.join("agent.key"))),
+        );
+        connect(collector.address.expect("started"), config)
+            .await
+            .expect("connect")
+    }
+
+    /// Sends one message on a new stream and returns the collector's answer.
+    pub async fn exchange(connection: &quinn::Connection, message: &Message) -> Option<Message> {
+        let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+        codec::write_frame(&mut send, message, MAX_BATCH_FRAME)
+            .await
+            .expect("write");
+        send.finish().expect("finish");
+        codec::read_frame(&mut recv, MAX_CONTROL_FRAME)
+            .await
+            .expect("read")
+    }
+}

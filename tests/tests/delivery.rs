@@ -5,6 +5,21 @@ use vedetta_e2e::{Agent, Collector, assert_stored_once, test_signals, wait_until
 
 const KIND: &str = "e2e_test";
 
+/// Ids of the signals still in the agent's spool (read from its database file).
+fn spooled_ids(agent: &Agent) -> std::collections::HashSet<vedetta_common::SignalId> {
+    let spool = rusqlite::Connection::open(agent.state_dir().join("spool.db")).expect("spool");
+    let mut select = spool.prepare("SELECT body FROM signals").expect("select");
+    select
+        .query_map([], |row| row.get::<_, String>(0))
+        .expect("rows")
+        .map(|body| {
+            serde_json::from_str::<vedetta_common::Signal>(&body.expect("row"))
+                .expect("signal")
+                .id
+        })
+        .collect()
+}
+
 /// A running collector with org `acme`, and an agent of `acme` enrolled with it (not
 /// started), configured with the test defaults plus `extra`.
 fn collector_and_agent(extra: &str) -> (Collector, Agent) {
@@ -99,17 +114,31 @@ fn collector_killed_mid_ingest_loses_no_acknowledged_signal_and_stores_none_twic
         collector.signals_of_kind(KIND).len() >= 2_000
     });
     collector.kill();
-    // The collector is dead: what the agent counts as acknowledged is final now.
-    let acknowledged = agent.status()["spool"]["acked_total"]
-        .as_u64()
-        .expect("acked");
-    let stored = collector.signals_of_kind(KIND).len() as u64;
+    // The collector is dead, so no more acks: a signal no longer in the agent's spool was
+    // acknowledged, and every acknowledged signal must be in the database file.
+    let spooled = spooled_ids(&agent);
+    let stored: std::collections::HashSet<_> = collector
+        .signals_of_kind(KIND)
+        .into_iter()
+        .map(|s| s.signal.id)
+        .collect();
+    let acknowledged: Vec<_> = signals
+        .iter()
+        .filter(|s| !spooled.contains(&s.id))
+        .collect();
     assert!(
-        acknowledged <= stored,
-        "acknowledged {acknowledged} but only {stored} stored"
+        !acknowledged.is_empty(),
+        "nothing was acknowledged before the kill"
     );
+    for signal in &acknowledged {
+        assert!(
+            stored.contains(&signal.id),
+            "acknowledged signal {} lost",
+            signal.id
+        );
+    }
     assert!(
-        stored < signals.len() as u64,
+        stored.len() < signals.len(),
         "the kill came too late to test anything"
     );
     collector.start();

@@ -1,85 +1,11 @@
 //! Who may talk to the collector, and what happens to those who may not or who send
 //! garbage: real binaries, real QUIC, real certificates.
 
-use quinn::ConnectionError;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::time::Duration;
-use vedetta_common::identity::{ALPN, SERVER_NAME};
 use vedetta_common::protocol::ErrorCode;
+use vedetta_e2e::raw::{client, closed_by_collector, connect, runtime};
 use vedetta_e2e::{Agent, Collector, assert_stored_once, rss_kib, test_signals, wait_until};
 
 const KIND: &str = "e2e_test";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn pem_certificates(path: &Path) -> Vec<CertificateDer<'static>> {
-    CertificateDer::pem_file_iter(path)
-        .expect("read certificates")
-        .collect::<Result<_, _>>()
-        .expect("parse certificates")
-}
-
-/// A client that trusts `ca` and presents `identity` (certificate chain and key), if any.
-fn client(ca: &Path, identity: Option<(&Path, &Path)>) -> quinn::ClientConfig {
-    let ca = pem_certificates(ca).remove(0);
-    match identity {
-        Some((certificate, key)) => vedetta_agent::tls::session_client(
-            ca,
-            pem_certificates(certificate),
-            PrivateKeyDer::from_pem_file(key).expect("key"),
-        )
-        .expect("client config"),
-        None => {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(ca).expect("root");
-            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-            let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .expect("tls13")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            tls.alpn_protocols = vec![ALPN.to_vec()];
-            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
-            quinn::ClientConfig::new(std::sync::Arc::new(crypto))
-        }
-    }
-}
-
-async fn connect(
-    address: SocketAddr,
-    config: quinn::ClientConfig,
-) -> Result<quinn::Connection, ConnectionError> {
-    let mut endpoint =
-        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-    endpoint.set_default_client_config(config);
-    endpoint
-        .connect(address, SERVER_NAME)
-        .expect("connect")
-        .await
-}
-
-/// Waits for the collector to close `connection` and returns the close code and reason.
-async fn closed_by_collector(connection: &quinn::Connection) -> (Option<ErrorCode>, String) {
-    let error = tokio::time::timeout(Duration::from_secs(30), connection.closed())
-        .await
-        .expect("collector closes the connection");
-    match error {
-        ConnectionError::ApplicationClosed(close) => (
-            ErrorCode::from_close_code(close.error_code.into_inner()),
-            String::from_utf8_lossy(&close.reason).into_owned(),
-        ),
-        other => (None, other.to_string()),
-    }
-}
 
 #[test]
 fn enrollment_refuses_reused_and_expired_tokens_and_a_wrong_ca_fingerprint() {
@@ -304,6 +230,77 @@ fn garbage_frames_close_only_that_connection_and_memory_stays_flat() {
         rss_after < rss_before + 64 * 1024,
         "collector memory jumped from {rss_before} KiB to {rss_after} KiB"
     );
+    assert!(honest.stop());
+    collector.stop();
+}
+
+#[test]
+fn stalled_frames_and_oversized_batches_hold_no_memory_while_honest_agents_deliver() {
+    use vedetta_common::codec::MAX_BATCH_FRAME;
+    use vedetta_common::protocol::{Batch, MAX_BATCH_SIGNALS, Message};
+    use vedetta_e2e::raw::connect_as;
+
+    let mut collector = Collector::init();
+    collector.add_org("acme");
+    collector.start();
+    let mut honest = Agent::enrolled(&collector, "acme", "");
+    honest.start();
+    let hostile = Agent::enrolled(&collector, "acme", "");
+    let rss_before = rss_kib(collector.pid());
+    let runtime = runtime();
+
+    // Every stream the collector allows on a connection announces a full 4 MiB frame and
+    // then stalls after 1 KiB.
+    let (stalling, _streams) = runtime.block_on(async {
+        let connection = connect_as(&collector, &hostile).await;
+        let mut streams = Vec::new();
+        for _ in 0..16 {
+            let (mut send, recv) = connection.open_bi().await.expect("stream");
+            let mut bytes = (MAX_BATCH_FRAME as u32).to_be_bytes().to_vec();
+            bytes.extend_from_slice(&[7u8; 1024]);
+            send.write_all(&bytes).await.expect("write");
+            streams.push((send, recv));
+        }
+        (connection, streams)
+    });
+    // The honest agent is served meanwhile.
+    let signals = test_signals(300, KIND);
+    honest.emit(&signals).expect("emit");
+    wait_until("honest signals stored during the stall", || {
+        collector.signals_of_kind(KIND).len() >= signals.len()
+    });
+    let rss_during = rss_kib(collector.pid());
+    assert!(
+        rss_during < rss_before + 32 * 1024,
+        "stalled frames cost {} KiB",
+        rss_during.saturating_sub(rss_before)
+    );
+
+    // A batch of one signal more than the protocol allows, each signal tiny: refused while
+    // decoding, and only that connection is closed.
+    let oversized = runtime.block_on(async {
+        drop(stalling);
+        let connection = connect_as(&collector, &hostile).await;
+        let (mut send, _recv) = connection.open_bi().await.expect("stream");
+        let batch = Message::Batch(Batch {
+            seq: 1,
+            signals: test_signals(MAX_BATCH_SIGNALS + 1, "flood"),
+        });
+        let frame =
+            vedetta_common::codec::encode_frame(&batch, MAX_BATCH_FRAME).expect("fits a frame");
+        send.write_all(&frame).await.expect("write");
+        let _ = send.finish();
+        closed_by_collector(&connection).await
+    });
+    assert_eq!(
+        oversized.0,
+        Some(ErrorCode::ProtocolViolation),
+        "{}",
+        oversized.1
+    );
+    assert!(oversized.1.contains("more than"), "{}", oversized.1);
+    assert!(collector.signals_of_kind("flood").is_empty());
+    assert_stored_once(&collector.signals_of_kind(KIND), &signals);
     assert!(honest.stop());
     collector.stop();
 }

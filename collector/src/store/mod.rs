@@ -141,6 +141,11 @@ pub trait Store: Send {
 
     /// Commits all `batches` in one transaction and returns one ack per batch, in order.
     /// Signals already stored (same id) are counted as duplicates, not stored again.
+    ///
+    /// Deduplication is by signal id, not by batch sequence number: acks can return out
+    /// of order, and an agent whose spool was recreated starts its numbering again, so
+    /// "sequence already seen" would drop new signals. A resent batch carries the same
+    /// ids and is recognised just as well; `last_batch_seq` is kept for operators.
     fn ingest(&mut self, batches: &[IngestBatch]) -> Result<Vec<Ack>, StoreError>;
 
     fn signals(&mut self, filter: &SignalFilter) -> Result<Vec<StoredSignal>, StoreError>;

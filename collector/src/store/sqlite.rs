@@ -272,6 +272,8 @@ impl Store for SqliteStore {
                 "INSERT INTO signals (id, org, agent_id, kind, severity, first_seen, last_seen, count, received_at, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (id) DO NOTHING",
             )?;
+            let mut owner =
+                transaction.prepare_cached("SELECT agent_id FROM signals WHERE id = ?1")?;
             let mut progress = transaction.prepare_cached(
                 "UPDATE agents SET last_batch_seq = ?1, last_seen = ?2 WHERE id = ?3 AND last_batch_seq < ?1",
             )?;
@@ -290,8 +292,9 @@ impl Store for SqliteStore {
                     }
                     let body = serde_json::to_string(signal)
                         .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+                    let id = &*signal.id.0.hyphenated().encode_lower(&mut id_text);
                     let inserted = insert.execute(params![
-                        &*signal.id.0.hyphenated().encode_lower(&mut id_text),
+                        id,
                         item.org,
                         item.agent_id,
                         signal.kind,
@@ -305,7 +308,15 @@ impl Store for SqliteStore {
                     if inserted == 1 {
                         ack.accepted += 1;
                     } else {
-                        ack.duplicates += 1;
+                        // A resend by the same agent is a duplicate; an id that another
+                        // agent already used is refused, so that no agent can shadow
+                        // another's signals by reusing their ids.
+                        let stored_by: String = owner.query_row([id], |row| row.get(0))?;
+                        if stored_by == item.agent_id {
+                            ack.duplicates += 1;
+                        } else {
+                            ack.rejected += 1;
+                        }
                     }
                 }
                 progress.execute(params![
