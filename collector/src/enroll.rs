@@ -97,20 +97,13 @@ async fn enroll(context: &Arc<IngestContext>, request: EnrollRequest) -> EnrollR
                     .authority
                     .sign_agent(&csr_der, org, &agent_id)
                     .map_err(|error| error.to_string())?;
-                let record = AgentRecord {
-                    id: agent_id,
-                    org: org.to_owned(),
-                    label: label.clone(),
-                    cert_fingerprint: fingerprint(&certificate),
-                    enrolled_at: now,
-                    revoked_at: None,
-                    last_seen: None,
-                    agent_version: None,
-                    uptime_s: None,
-                    spool_depth: None,
-                    drops_total: None,
-                    source_errors: Vec::new(),
-                };
+                let record = AgentRecord::enrolled(
+                    agent_id,
+                    org.to_owned(),
+                    label.clone(),
+                    fingerprint(&certificate),
+                    now,
+                );
                 issued = Some(certificate);
                 Ok(record)
             })?;

@@ -5,6 +5,15 @@ use vedetta_e2e::{Agent, Collector, assert_stored_once, test_signals, wait_until
 
 const KIND: &str = "e2e_test";
 
+/// Waits until the agent's spool is empty and the collector holds `signals`, each once.
+fn assert_all_delivered(collector: &Collector, agent: &Agent, signals: &[vedetta_common::Signal]) {
+    wait_until("all signals stored", || {
+        collector.signals_of_kind(KIND).len() >= signals.len()
+    });
+    wait_until("spool empty", || agent.status()["spool"]["depth"] == 0);
+    assert_stored_once(&collector.signals_of_kind(KIND), signals);
+}
+
 /// Ids of the signals still in the agent's spool (read from its database file).
 fn spooled_ids(agent: &Agent) -> std::collections::HashSet<vedetta_common::SignalId> {
     let spool = rusqlite::Connection::open(agent.state_dir().join("spool.db")).expect("spool");
@@ -85,11 +94,7 @@ fn signals_produced_while_the_collector_is_down_arrive_after_it_returns() {
     let depth = agent.status()["spool"]["depth"].as_u64().expect("depth");
     assert!((500..=501).contains(&depth), "depth {depth}");
     collector.start();
-    wait_until("all signals stored", || {
-        collector.signals_of_kind(KIND).len() >= signals.len()
-    });
-    wait_until("spool empty", || agent.status()["spool"]["depth"] == 0);
-    assert_stored_once(&collector.signals_of_kind(KIND), &signals);
+    assert_all_delivered(&collector, &agent, &signals);
     assert!(agent.stop());
     collector.stop();
 }
@@ -142,11 +147,7 @@ fn collector_killed_mid_ingest_loses_no_acknowledged_signal_and_stores_none_twic
         "the kill came too late to test anything"
     );
     collector.start();
-    wait_until("all signals stored", || {
-        collector.signals_of_kind(KIND).len() >= signals.len()
-    });
-    wait_until("spool empty", || agent.status()["spool"]["depth"] == 0);
-    assert_stored_once(&collector.signals_of_kind(KIND), &signals);
+    assert_all_delivered(&collector, &agent, &signals);
     assert!(agent.stop());
     collector.stop();
 }

@@ -57,6 +57,32 @@ pub struct AgentRecord {
     pub source_errors: Vec<(String, u64)>,
 }
 
+impl AgentRecord {
+    /// A newly enrolled agent: nothing heard from it yet.
+    pub fn enrolled(
+        id: String,
+        org: String,
+        label: String,
+        cert_fingerprint: String,
+        at: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            org,
+            label,
+            cert_fingerprint,
+            enrolled_at: at,
+            revoked_at: None,
+            last_seen: None,
+            agent_version: None,
+            uptime_s: None,
+            spool_depth: None,
+            drops_total: None,
+            source_errors: Vec::new(),
+        }
+    }
+}
+
 /// Why an enrollment token was not accepted. Each reason is told to the agent as is:
 /// the token is a one-time secret, so naming the reason reveals nothing useful.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

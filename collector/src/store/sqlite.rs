@@ -408,20 +408,13 @@ mod tests {
     }
 
     fn agent(org: &str, id: &str) -> AgentRecord {
-        AgentRecord {
-            id: id.into(),
-            org: org.into(),
-            label: "host".into(),
-            cert_fingerprint: "00".into(),
-            enrolled_at: Timestamp(1),
-            revoked_at: None,
-            last_seen: None,
-            agent_version: None,
-            uptime_s: None,
-            spool_depth: None,
-            drops_total: None,
-            source_errors: Vec::new(),
-        }
+        AgentRecord::enrolled(
+            id.into(),
+            org.into(),
+            "host".into(),
+            "00".into(),
+            Timestamp(1),
+        )
     }
 
     #[test]
