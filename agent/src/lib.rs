@@ -13,6 +13,7 @@ pub mod config;
 pub mod enroll;
 pub mod health;
 pub mod run;
+pub mod sources;
 pub mod spool;
 pub mod state;
 pub mod tls;
