@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use vedetta_common::Signal;
+use vedetta_common::{Signal, Timestamp};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,6 +68,25 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Run the detection pipeline on a log file, in event time, and print the signals as
+    /// NDJSON (no enrollment, nothing sent). Without --config, the built-in rules.
+    Replay {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The log file to replay.
+        #[arg(long)]
+        log: PathBuf,
+        /// Format of the file: syslog, nginx (also apache), journald-json.
+        #[arg(long, default_value = "syslog")]
+        format: crate::sources::logs::format::Format,
+        /// Year of classic syslog timestamps that have none (default: inferred from the
+        /// file's modification time).
+        #[arg(long)]
+        year: Option<i32>,
+        /// UTC offset of timestamps that carry none (classic syslog), e.g. +01:00.
+        #[arg(long, default_value = "Z", allow_hyphen_values = true)]
+        utc_offset: String,
+    },
     /// Queue signals given as NDJSON on standard input (for a member's own integrations).
     Emit {
         #[arg(long)]
@@ -122,7 +141,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig { config: path } => {
             let config = load(&path)?;
+            let rules =
+                crate::detect::rules::load(config.rules_dir.as_deref()).map_err(rule_errors)?;
             println!("{}: configuration OK", path.display());
+            println!("  rules: {} in force", rules.len());
             println!("  state directory: {}", config.state_dir.display());
             let enrolled = StatePaths::new(&config.state_dir).enrollment.exists();
             println!(
@@ -137,7 +159,52 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status { config, format } => status(&load(&config)?, format),
         Command::Emit { config } => emit(&load(&config)?),
+        Command::Replay {
+            config,
+            log,
+            format,
+            year,
+            utc_offset,
+        } => {
+            let config = config.map(|path| load(&path)).transpose()?;
+            let rules =
+                crate::detect::rules::load(config.as_ref().and_then(|c| c.rules_dir.as_deref()))
+                    .map_err(rule_errors)?;
+            let options = crate::replay::ReplayOptions {
+                format,
+                reference: year.map(|year| {
+                    // The last instant of that year: every month belongs to it.
+                    let days = crate::sources::logs::format::time::days_from_civil(
+                        i64::from(year),
+                        12,
+                        31,
+                    );
+                    Timestamp(days * 86_400 * 1_000_000_000)
+                }),
+                utc_offset_s: crate::sources::logs::format::time::parse_offset(&utc_offset)
+                    .map_err(anyhow::Error::msg)?,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let stats = crate::replay::replay_file(&log, rules, &options, &mut out)?;
+            eprintln!(
+                "replayed {} lines: {} events, {} signals; {} lines not understood, {} cut at {} bytes, {} not UTF-8",
+                stats.lines,
+                stats.events,
+                stats.engine.signals,
+                stats.unparsed,
+                stats.truncated,
+                crate::replay::MAX_LINE_BYTES,
+                stats.invalid_utf8
+            );
+            Ok(())
+        }
     }
+}
+
+/// All rule mistakes, one per line, as one error.
+fn rule_errors(errors: Vec<crate::detect::rules::RuleError>) -> anyhow::Error {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    anyhow::anyhow!("invalid rules:\n{}", lines.join("\n"))
 }
 
 fn status(config: &AgentConfig, format: Format) -> anyhow::Result<()> {

@@ -13,6 +13,10 @@ pub struct AgentConfig {
     /// path is relative to the configuration file's folder.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// A folder of `*.toml` rule files that add to the built-in rules or replace one of
+    /// them (same `id`). A relative path is relative to the configuration file's folder.
+    #[serde(default)]
+    pub rules_dir: Option<PathBuf>,
     #[serde(default)]
     pub collector: CollectorSection,
     #[serde(default)]

@@ -10,8 +10,11 @@
 
 pub mod cli;
 pub mod config;
+pub mod detect;
 pub mod enroll;
 pub mod health;
+pub mod pipeline;
+pub mod replay;
 pub mod run;
 pub mod sources;
 pub mod spool;

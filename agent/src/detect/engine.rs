@@ -1,0 +1,531 @@
+//! The detection engine: sliding windows keyed by source (or user), in event time, with
+//! bounded memory; rules decide when a key becomes a signal.
+//!
+//! * A window is a ring of time buckets (1/32 of the window each), so that a key costs
+//!   the same whether it made 10 attempts or 10 million.
+//! * When a rule's threshold is crossed, a *series* opens for (signal kind, key): the
+//!   first signal goes out at once, and while the attack goes on the series sends an
+//!   update at most every `update_every` (same `series` attribute, growing `count`), not
+//!   one signal per event. Two rules of the same kind (a burst and a low-and-slow brute
+//!   force) share one series per key. A series closes after its window passes quietly.
+//! * Keys are capped per rule: beyond `max_keys`, expired keys go first, then the least
+//!   recently seen.
+//! * Signal ids are derived from a secret key and the series (HMAC-SHA256), so that a
+//!   replay is deterministic and two agents never produce the same id.
+
+use super::events::Event;
+use super::rules::{Aggregate, Field, Rule};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
+use vedetta_common::{AttributeValue, IndicatorType, Signal, SignalId, Timestamp};
+
+const BUCKETS: i64 = 32;
+const NANOS_PER_SECOND: i64 = 1_000_000_000;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Least time between two updates of one series (event time).
+    pub update_every: std::time::Duration,
+    /// Most keys a rule tracks at once.
+    pub max_keys: usize,
+    /// Secret that makes signal ids unpredictable and unique to this agent.
+    pub id_key: [u8; 32],
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            update_every: std::time::Duration::from_secs(600),
+            max_keys: 50_000,
+            id_key: [0; 32],
+        }
+    }
+}
+
+/// Figures about the engine's work and memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EngineStats {
+    pub events: u64,
+    pub signals: u64,
+    pub keys: u64,
+    pub open_series: u64,
+    pub evicted_keys: u64,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    /// (bucket index, events, first event time in the bucket), oldest first.
+    buckets: VecDeque<(i64, u64, i64)>,
+    sum: u64,
+    /// Distinct values and when each was last seen (distinct rules only), bounded.
+    values: HashMap<Box<str>, i64>,
+    last_seen: i64,
+}
+
+impl Window {
+    fn prune(&mut self, now_bucket: i64) {
+        while let Some(&(bucket, count, _)) = self.buckets.front() {
+            if bucket > now_bucket - BUCKETS {
+                break;
+            }
+            self.sum -= count;
+            self.buckets.pop_front();
+        }
+    }
+
+    fn add(&mut self, at: i64, bucket: i64, count: u64) {
+        self.prune(bucket);
+        match self.buckets.back_mut() {
+            // Out-of-order events land in the newest bucket: windows stay approximate
+            // to one bucket, never unbounded.
+            Some(back) if back.0 >= bucket => {
+                back.1 += count;
+                back.2 = back.2.min(at);
+            }
+            _ => self.buckets.push_back((bucket, count, at)),
+        }
+        self.sum += count;
+        self.last_seen = self.last_seen.max(at);
+    }
+
+    fn first_seen(&self) -> i64 {
+        self.buckets.front().map_or(self.last_seen, |b| b.2)
+    }
+}
+
+#[derive(Debug)]
+struct RuleState {
+    windows: HashMap<Box<str>, Window>,
+    bucket_nanos: i64,
+    window_nanos: i64,
+}
+
+#[derive(Debug)]
+struct Series {
+    rule: usize,
+    key: Box<str>,
+    source_ip: Option<IpAddr>,
+    first_seen: i64,
+    last_seen: i64,
+    count: u64,
+    reported_count: u64,
+    last_emit: i64,
+    updates: u32,
+    series_id: Option<SignalId>,
+    /// Distinct users, paths… seen by the series (bounded), for the signal's figures.
+    users: HashMap<Box<str>, ()>,
+    paths: HashMap<Box<str>, ()>,
+    extra: BTreeMap<String, AttributeValue>,
+}
+
+const SERIES_SAMPLE_LIMIT: usize = 1024;
+
+impl Series {
+    fn absorb(&mut self, event: &Event, count: u64) {
+        self.count += count;
+        self.last_seen = self.last_seen.max(event.at.0);
+        if let Some(user) = &event.user
+            && self.users.len() < SERIES_SAMPLE_LIMIT
+        {
+            self.users.insert(user.as_str().into(), ());
+        }
+        if let Some(path) = &event.path
+            && self.paths.len() < SERIES_SAMPLE_LIMIT
+        {
+            self.paths.insert(path.as_str().into(), ());
+        }
+        if let Some(scanner) = event.scanner {
+            self.extra.insert("scanner".into(), scanner.into());
+        }
+        if let Some(exploit) = event.exploit {
+            self.extra
+                .entry("exploit".into())
+                .or_insert_with(|| exploit.into());
+            if let Some(path) = &event.path {
+                self.extra
+                    .entry("sample_target".into())
+                    .or_insert_with(|| path.chars().take(200).collect::<String>().into());
+            }
+        }
+        if event.status >= 400 && event.status < 500 {
+            let errors = match self.extra.get("client_errors") {
+                Some(AttributeValue::Int(n)) => *n,
+                _ => 0,
+            };
+            self.extra.insert(
+                "client_errors".into(),
+                AttributeValue::Int(errors + i64::try_from(count).unwrap_or(0)),
+            );
+        }
+    }
+}
+
+/// The engine. Feed it events in (roughly) time order.
+#[derive(Debug)]
+pub struct Engine {
+    rules: Vec<Rule>,
+    states: Vec<RuleState>,
+    /// Index of each rule's kind in `kinds`.
+    rule_kind: Vec<usize>,
+    kinds: Vec<String>,
+    series: HashMap<(usize, Box<str>), Series>,
+    config: EngineConfig,
+    now: i64,
+    stats: EngineStats,
+}
+
+impl Engine {
+    pub fn new(rules: Vec<Rule>, config: EngineConfig) -> Self {
+        let mut kinds: Vec<String> = Vec::new();
+        let rule_kind = rules
+            .iter()
+            .map(|rule| match kinds.iter().position(|k| *k == rule.kind) {
+                Some(index) => index,
+                None => {
+                    kinds.push(rule.kind.clone());
+                    kinds.len() - 1
+                }
+            })
+            .collect();
+        let states = rules
+            .iter()
+            .map(|rule| {
+                let window_nanos = i64::try_from(rule.window.as_nanos()).unwrap_or(i64::MAX);
+                RuleState {
+                    windows: HashMap::new(),
+                    bucket_nanos: (window_nanos / BUCKETS).max(NANOS_PER_SECOND),
+                    window_nanos,
+                }
+            })
+            .collect();
+        Self {
+            rules,
+            states,
+            rule_kind,
+            kinds,
+            series: HashMap::new(),
+            config,
+            now: i64::MIN,
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let mut stats = self.stats.clone();
+        stats.keys = self.states.iter().map(|s| s.windows.len() as u64).sum();
+        stats.open_series = self.series.len() as u64;
+        stats
+    }
+
+    fn window<'s>(&'s mut self, rule: usize, key: &str) -> &'s mut Window {
+        let max_keys = self.config.max_keys;
+        let now = self.now;
+        let state = &mut self.states[rule];
+        if !state.windows.contains_key(key) && state.windows.len() >= max_keys {
+            let before = state.windows.len();
+            let horizon = now.saturating_sub(state.window_nanos);
+            state.windows.retain(|_, w| w.last_seen >= horizon);
+            if state.windows.len() >= max_keys {
+                // Still full of live keys: forget the least recently seen tenth.
+                let mut seen: Vec<i64> = state.windows.values().map(|w| w.last_seen).collect();
+                let cut = seen.len() / 10;
+                let (_, threshold, _) = seen.select_nth_unstable(cut);
+                let threshold = *threshold;
+                state.windows.retain(|_, w| w.last_seen > threshold);
+            }
+            self.stats.evicted_keys += (before - state.windows.len()) as u64;
+        }
+        state.windows.entry(key.into()).or_default()
+    }
+
+    /// Processes one event; returns the signals it causes (new series, due updates).
+    pub fn process(&mut self, event: &Event) -> Vec<Signal> {
+        self.stats.events += 1;
+        self.now = self.now.max(event.at.0);
+        let at = event.at.0;
+        let count = u64::from(event.count.max(1));
+        let mut out = Vec::new();
+        let mut absorbed: Vec<usize> = Vec::new();
+        for index in 0..self.rules.len() {
+            let rule = &self.rules[index];
+            let (key_field, aggregate, threshold) = (rule.key, rule.aggregate, rule.threshold);
+            if rule.reset_on.is_some() && rule.reset_on == event.kind {
+                if let Some(key) = key_field.text(event) {
+                    self.states[index].windows.remove(&*key);
+                }
+                continue;
+            }
+            let bucket = at.div_euclid(self.states[index].bucket_nanos);
+            if aggregate == Aggregate::After && rule.after == event.kind {
+                if let Some(key) = key_field.text(event) {
+                    self.window(index, &key).add(at, bucket, count);
+                }
+                continue;
+            }
+            if !rule.matches(event) {
+                continue;
+            }
+            let Some(key) = key_field.text(event) else {
+                continue;
+            };
+            let distinct = self.rules[index].distinct;
+            let max_per_value = self.rules[index].max_per_value;
+            let min_span = i64::try_from(self.rules[index].min_span.as_nanos()).unwrap_or(i64::MAX);
+            let window_nanos = self.states[index].window_nanos;
+            let window = self.window(index, &key);
+            let (crossed, figure, first_seen) = match aggregate {
+                Aggregate::Count => {
+                    window.add(at, bucket, count);
+                    let spread = window.last_seen - window.first_seen() >= min_span;
+                    (
+                        window.sum >= threshold && spread,
+                        window.sum,
+                        window.first_seen(),
+                    )
+                }
+                Aggregate::Distinct => {
+                    window.add(at, bucket, count);
+                    if let Some(value) = distinct.and_then(|field| field.text(event)) {
+                        let horizon = at - window_nanos;
+                        if window.values.len() >= (threshold as usize).saturating_mul(2).max(256) {
+                            window.values.retain(|_, seen| *seen >= horizon);
+                        }
+                        if window.values.len() < (threshold as usize).saturating_mul(2).max(256) {
+                            window.values.insert(value.as_ref().into(), at);
+                        }
+                    }
+                    let distinct_values = window.values.len() as u64;
+                    let average_ok = max_per_value.is_none_or(|max| {
+                        distinct_values > 0 && window.sum as f64 / distinct_values as f64 <= max
+                    });
+                    (
+                        distinct_values >= threshold && average_ok,
+                        distinct_values,
+                        window.first_seen(),
+                    )
+                }
+                Aggregate::After => {
+                    window.prune(bucket);
+                    (window.sum >= threshold, window.sum, at)
+                }
+            };
+            let kind = self.rule_kind[index];
+            if absorbed.contains(&kind) {
+                continue;
+            }
+            let series_key = (kind, key.as_ref().into());
+            // A series whose window passed quietly is over: report and forget it.
+            if let Some(series) = self.series.get(&series_key)
+                && at - series.last_seen > self.states[series.rule].window_nanos
+                && let Some(old) = self.series.remove(&series_key)
+            {
+                out.extend(self.final_update(old));
+            }
+            if let Some(series) = self.series.get_mut(&series_key) {
+                series.absorb(event, count);
+                absorbed.push(kind);
+                // A shorter-window rule of the same kind crossing (a burst inside a slow
+                // campaign) describes the attack better from now on.
+                if crossed
+                    && series.rule != index
+                    && self.rules[index].window < self.rules[series.rule].window
+                {
+                    series.rule = index;
+                    out.extend(self.emit(&series_key));
+                    continue;
+                }
+                if at - series.last_emit
+                    >= i64::try_from(self.config.update_every.as_nanos()).unwrap_or(i64::MAX)
+                {
+                    let signal = self.emit(&series_key);
+                    out.extend(signal);
+                }
+            } else if crossed {
+                let mut series = Series {
+                    rule: index,
+                    key: key.as_ref().into(),
+                    source_ip: if key_field == Field::Source {
+                        event.source_ip
+                    } else {
+                        None
+                    },
+                    first_seen,
+                    last_seen: at,
+                    count: if aggregate == Aggregate::After {
+                        0
+                    } else {
+                        figure.min(u64::MAX)
+                    },
+                    reported_count: 0,
+                    last_emit: at,
+                    updates: 0,
+                    series_id: None,
+                    users: HashMap::new(),
+                    paths: HashMap::new(),
+                    extra: BTreeMap::new(),
+                };
+                if aggregate == Aggregate::Count || aggregate == Aggregate::Distinct {
+                    // The event that crossed the threshold is already in `figure`.
+                    series.absorb(event, 0);
+                } else {
+                    series.absorb(event, count);
+                    series
+                        .extra
+                        .insert("failures_before".into(), AttributeValue::from(figure));
+                }
+                if aggregate == Aggregate::Distinct {
+                    series.count = self.states[index]
+                        .windows
+                        .get(&*key)
+                        .map_or(count, |w| w.sum);
+                    series
+                        .extra
+                        .insert("distinct_values".into(), AttributeValue::from(figure));
+                }
+                self.series.insert(series_key.clone(), series);
+                absorbed.push(kind);
+                out.extend(self.emit(&series_key));
+            }
+        }
+        out
+    }
+
+    /// Emits the series' current state as a signal.
+    fn emit(&mut self, series_key: &(usize, Box<str>)) -> Option<Signal> {
+        let series = self.series.get_mut(series_key)?;
+        series.last_emit = self.now.max(series.last_seen);
+        series.reported_count = series.count;
+        series.updates += 1;
+        let rule = &self.rules[series.rule];
+        let id = derive_id(
+            &self.config.id_key,
+            &self.kinds[series_key.0],
+            &series.key,
+            series.first_seen,
+            series.updates,
+        );
+        let series_id = *series.series_id.get_or_insert(id);
+        let mut signal = Signal::new(
+            rule.kind.clone(),
+            rule.severity,
+            Timestamp(series.first_seen),
+        );
+        signal.id = id;
+        signal.last_seen = Timestamp(series.last_seen.max(series.first_seen));
+        signal.count = series.count.max(1);
+        signal.mitre = rule.mitre.clone();
+        match rule.key {
+            Field::Source => {
+                let kind = if series.source_ip.is_some() {
+                    IndicatorType::Ip
+                } else {
+                    IndicatorType::Domain
+                };
+                signal = signal.with_indicator(kind, series.key.to_string());
+            }
+            Field::User => {
+                signal = signal.with_indicator(IndicatorType::User, series.key.to_string())
+            }
+            _ => {}
+        }
+        for (name, value) in &rule.attributes {
+            signal.attributes.insert(name.clone(), value.clone());
+        }
+        signal = signal
+            .with_attribute("rule", rule.id.as_str())
+            .with_attribute("window_s", rule.window.as_secs())
+            .with_attribute("threshold", rule.threshold)
+            .with_attribute("series", series_id.to_string())
+            .with_attribute("update", u64::from(series.updates));
+        if !series.users.is_empty() {
+            signal = signal.with_attribute("distinct_users", series.users.len() as u64);
+        }
+        if series.paths.len() > 1 {
+            signal = signal.with_attribute("distinct_paths", series.paths.len() as u64);
+        }
+        // A login after failures names the account that was broken into.
+        if rule.aggregate == Aggregate::After
+            && let Some(user) = series.users.keys().next()
+        {
+            signal = signal.with_indicator(IndicatorType::User, user.to_string());
+        }
+        for (name, value) in &series.extra {
+            signal.attributes.insert(name.clone(), value.clone());
+        }
+        self.stats.signals += 1;
+        Some(signal)
+    }
+
+    fn final_update(&mut self, series: Series) -> Option<Signal> {
+        let key = (self.rule_kind[series.rule], series.key.clone());
+        let due = series.count > series.reported_count;
+        self.series.insert(key.clone(), series);
+        let signal = if due { self.emit(&key) } else { None };
+        self.series.remove(&key);
+        signal
+    }
+
+    /// Advances the clock (live operation): sends updates that are due and closes series
+    /// whose window passed quietly.
+    pub fn tick(&mut self, now: Timestamp) -> Vec<Signal> {
+        self.now = self.now.max(now.0);
+        let update_every = i64::try_from(self.config.update_every.as_nanos()).unwrap_or(i64::MAX);
+        let mut out = Vec::new();
+        let keys: Vec<(usize, Box<str>)> = self.series.keys().cloned().collect();
+        for key in keys {
+            let Some(series) = self.series.get(&key) else {
+                continue;
+            };
+            let expired = self.now - series.last_seen > self.states[series.rule].window_nanos;
+            let due =
+                series.count > series.reported_count && self.now - series.last_emit >= update_every;
+            if expired {
+                if let Some(series) = self.series.remove(&key) {
+                    out.extend(self.final_update(series));
+                }
+            } else if due {
+                out.extend(self.emit(&key));
+            }
+        }
+        out
+    }
+
+    /// End of input (replay): reports every series' final state.
+    pub fn flush(&mut self) -> Vec<Signal> {
+        let mut keys: Vec<(usize, Box<str>)> = self.series.keys().cloned().collect();
+        keys.sort();
+        let mut out = Vec::new();
+        for key in keys {
+            if let Some(series) = self.series.remove(&key) {
+                out.extend(self.final_update(series));
+            }
+        }
+        out
+    }
+}
+
+/// A UUID (version 8) from HMAC-SHA256 of the series and its update number.
+fn derive_id(
+    key: &[u8; 32],
+    kind: &str,
+    series_key: &str,
+    first_seen: i64,
+    update: u32,
+) -> SignalId {
+    let mac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let mut context = ring::hmac::Context::with_key(&mac);
+    for part in [kind.as_bytes(), b"\0", series_key.as_bytes(), b"\0"] {
+        context.update(part);
+    }
+    context.update(&first_seen.to_be_bytes());
+    context.update(&update.to_be_bytes());
+    let tag = context.sign();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&tag.as_ref()[..16]);
+    SignalId(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+}
