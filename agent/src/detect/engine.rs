@@ -5,9 +5,11 @@
 //!   the same whether it made 10 attempts or 10 million.
 //! * When a rule's threshold is crossed, a *series* opens for (signal kind, key): the
 //!   first signal goes out at once, and while the attack goes on the series sends an
-//!   update at most every `update_every` (same `series` attribute, growing `count`), not
-//!   one signal per event. Two rules of the same kind (a burst and a low-and-slow brute
-//!   force) share one series per key. A series closes after its window passes quietly.
+//!   update at most every `update_every` or an eighth of the rule's window, whichever is
+//!   longer (same `series` attribute, growing `count`), not one signal per event. Rules of
+//!   the same kind (a burst and a low-and-slow brute force) share one series per key; a
+//!   more severe (or faster) one crossing later takes the series over. A series closes
+//!   after its window passes quietly.
 //! * Keys are capped per rule: beyond `max_keys`, expired keys go first, then the least
 //!   recently seen.
 //! * Signal ids are derived from a secret key and the series (HMAC-SHA256), so that a
@@ -139,24 +141,24 @@ impl Series {
             self.extra.insert("scanner".into(), scanner.into());
         }
         if let Some(exploit) = event.exploit {
-            self.extra
-                .entry("exploit".into())
-                .or_insert_with(|| exploit.into());
+            // Every class the source tried, in the order first seen.
+            let known = match self.extra.get("exploit") {
+                Some(AttributeValue::Text(classes)) => classes.clone(),
+                _ => String::new(),
+            };
+            if !known.split(',').any(|class| class == exploit) {
+                let classes = if known.is_empty() {
+                    exploit.to_owned()
+                } else {
+                    format!("{known},{exploit}")
+                };
+                self.extra.insert("exploit".into(), classes.into());
+            }
             if let Some(path) = &event.path {
                 self.extra
                     .entry("sample_target".into())
                     .or_insert_with(|| path.chars().take(200).collect::<String>().into());
             }
-        }
-        if event.status >= 400 && event.status < 500 {
-            let errors = match self.extra.get("client_errors") {
-                Some(AttributeValue::Int(n)) => *n,
-                _ => 0,
-            };
-            self.extra.insert(
-                "client_errors".into(),
-                AttributeValue::Int(errors + i64::try_from(count).unwrap_or(0)),
-            );
         }
     }
 }
@@ -220,6 +222,20 @@ impl Engine {
         stats.keys = self.states.iter().map(|s| s.windows.len() as u64).sum();
         stats.open_series = self.series.len() as u64;
         stats
+    }
+
+    /// Least event time between two signals of a series opened by `rule`.
+    fn update_interval(&self, rule: usize) -> i64 {
+        let configured = i64::try_from(self.config.update_every.as_nanos()).unwrap_or(i64::MAX);
+        configured.max(self.states[rule].window_nanos / 8)
+    }
+
+    /// Whether a signal kind is already being reported for `key`.
+    fn reporting(&self, kind: &str, key: &str) -> bool {
+        self.kinds
+            .iter()
+            .position(|k| k == kind)
+            .is_some_and(|index| self.series.contains_key(&(index, Box::from(key))))
     }
 
     fn window<'s>(&'s mut self, rule: usize, key: &str) -> &'s mut Window {
@@ -329,23 +345,30 @@ impl Engine {
             if let Some(series) = self.series.get_mut(&series_key) {
                 series.absorb(event, count);
                 absorbed.push(kind);
-                // A shorter-window rule of the same kind crossing (a burst inside a slow
-                // campaign) describes the attack better from now on.
-                if crossed
-                    && series.rule != index
-                    && self.rules[index].window < self.rules[series.rule].window
-                {
-                    series.rule = index;
+                // A more severe rule of the same kind crossing (an account added to an
+                // admin group after its creation), or a faster one (a burst inside a slow
+                // campaign), describes the attack better from now on.
+                let current = series.rule;
+                let last_emit = series.last_emit;
+                let (new, old) = (&self.rules[index], &self.rules[current]);
+                let better = new.severity > old.severity
+                    || (new.severity == old.severity && new.window < old.window);
+                if crossed && current != index && better {
+                    if let Some(series) = self.series.get_mut(&series_key) {
+                        series.rule = index;
+                    }
                     out.extend(self.emit(&series_key));
                     continue;
                 }
-                if at - series.last_emit
-                    >= i64::try_from(self.config.update_every.as_nanos()).unwrap_or(i64::MAX)
-                {
-                    let signal = self.emit(&series_key);
-                    out.extend(signal);
+                if at - last_emit >= self.update_interval(current) {
+                    out.extend(self.emit(&series_key));
                 }
-            } else if crossed {
+            } else if crossed
+                && !self.rules[index]
+                    .suppressed_by
+                    .iter()
+                    .any(|kind| self.reporting(kind, &key))
+            {
                 let mut series = Series {
                     rule: index,
                     key: key.as_ref().into(),
@@ -359,7 +382,7 @@ impl Engine {
                     count: if aggregate == Aggregate::After {
                         0
                     } else {
-                        figure.min(u64::MAX)
+                        figure
                     },
                     reported_count: 0,
                     last_emit: at,
@@ -378,14 +401,17 @@ impl Engine {
                         .extra
                         .insert("failures_before".into(), AttributeValue::from(figure));
                 }
-                if aggregate == Aggregate::Distinct {
-                    series.count = self.states[index]
-                        .windows
-                        .get(&*key)
-                        .map_or(count, |w| w.sum);
-                    series
-                        .extra
-                        .insert("distinct_values".into(), AttributeValue::from(figure));
+                if aggregate == Aggregate::Distinct
+                    && let Some(window) = self.states[index].windows.get(&*key)
+                {
+                    series.count = window.sum;
+                    // What the rule counted, so that the signal's figures are exact.
+                    let sample = window.values.keys().take(SERIES_SAMPLE_LIMIT);
+                    match distinct {
+                        Some(Field::User) => series.users.extend(sample.map(|v| (v.clone(), ()))),
+                        Some(Field::Path) => series.paths.extend(sample.map(|v| (v.clone(), ()))),
+                        _ => {}
+                    }
                 }
                 self.series.insert(series_key.clone(), series);
                 absorbed.push(kind);
@@ -474,7 +500,6 @@ impl Engine {
     /// whose window passed quietly.
     pub fn tick(&mut self, now: Timestamp) -> Vec<Signal> {
         self.now = self.now.max(now.0);
-        let update_every = i64::try_from(self.config.update_every.as_nanos()).unwrap_or(i64::MAX);
         let mut out = Vec::new();
         let keys: Vec<(usize, Box<str>)> = self.series.keys().cloned().collect();
         for key in keys {
@@ -482,8 +507,8 @@ impl Engine {
                 continue;
             };
             let expired = self.now - series.last_seen > self.states[series.rule].window_nanos;
-            let due =
-                series.count > series.reported_count && self.now - series.last_emit >= update_every;
+            let due = series.count > series.reported_count
+                && self.now - series.last_emit >= self.update_interval(series.rule);
             if expired {
                 if let Some(series) = self.series.remove(&key) {
                     out.extend(self.final_update(series));

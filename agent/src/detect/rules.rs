@@ -74,6 +74,8 @@ struct RuleSpec {
     reset_on: Option<Spanned<String>>,
     min_span: Option<Spanned<String>>,
     #[serde(default)]
+    suppressed_by: Vec<String>,
+    #[serde(default)]
     attributes: BTreeMap<String, toml::Value>,
 }
 
@@ -183,6 +185,9 @@ pub struct Rule {
     pub reset_on: Option<EventKind>,
     /// The counted events must spread over at least this long (low-and-slow patterns).
     pub min_span: Duration,
+    /// Signal kinds that, when already reported for the same key, make this rule quiet
+    /// (one attack, one signal: spraying is not also a brute force).
+    pub suppressed_by: Vec<String>,
     pub attributes: Vec<(String, AttributeValue)>,
 }
 
@@ -421,6 +426,7 @@ fn compile(spec: RuleSpec, at: usize) -> Result<Rule, Located> {
         after,
         reset_on,
         min_span,
+        suppressed_by: spec.suppressed_by,
         attributes,
     })
 }

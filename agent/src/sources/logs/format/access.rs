@@ -24,7 +24,7 @@ pub fn parse(line: &str) -> Option<AccessRecord<'_>> {
     let (client, rest) = line.split_once(' ')?;
     let open = rest.find('[')?;
     let close = open + rest[open..].find(']')?;
-    let time = parse_access(rest[open + 1..close].as_bytes())?;
+    let time = parse_access(&rest.as_bytes()[open + 1..close])?;
     let (request, rest) = quoted(rest[close + 1..].trim_start())?;
     let mut parts = request.splitn(3, ' ');
     let method = parts.next().unwrap_or("");
