@@ -25,6 +25,100 @@ pub struct AgentConfig {
     pub uplink: UplinkSection,
     #[serde(default)]
     pub health: HealthSection,
+    #[serde(default)]
+    pub sources: SourcesSection,
+    #[serde(default)]
+    pub detection: DetectionSection,
+    #[serde(default)]
+    pub privacy: crate::privacy::PrivacyConfig,
+}
+
+/// What the agent watches.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesSection {
+    /// Log files to follow (`[[sources.logs]]`).
+    #[serde(default)]
+    pub logs: Vec<LogSourceConfig>,
+}
+
+/// One group of log files of one format.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSourceConfig {
+    /// Files or glob patterns (`/var/log/nginx/*.log`); rotated files are followed.
+    pub paths: Vec<String>,
+    /// `syslog` (classic, ISO 8601 or RFC 5424, detected per line), `nginx` (also
+    /// Apache: combined or common), `journald-json`, or `plain` (bare messages, as
+    /// `sshd -E FILE` writes them).
+    #[serde(default = "default_format")]
+    pub format: crate::sources::logs::format::Format,
+    /// For `plain` files: the program that writes them.
+    #[serde(default = "default_program")]
+    pub program: String,
+    /// UTC offset of timestamps that carry none (classic syslog), e.g. `+01:00`.
+    #[serde(default = "default_utc_offset")]
+    pub utc_offset: String,
+    /// Where to start in files found at the very first start: `end` (only what is
+    /// written from now on) or `beginning`. Files that appear later (rotation, new
+    /// files matching a pattern) are always read from their beginning.
+    #[serde(default = "default_start_at")]
+    pub start_at: StartAt,
+    /// Longer lines are cut to this many bytes (and counted).
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+}
+
+fn default_format() -> crate::sources::logs::format::Format {
+    crate::sources::logs::format::Format::Syslog
+}
+fn default_program() -> String {
+    "sshd".into()
+}
+fn default_utc_offset() -> String {
+    "Z".into()
+}
+fn default_start_at() -> StartAt {
+    StartAt::End
+}
+fn default_max_line_bytes() -> usize {
+    64 * 1024
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    End,
+    Beginning,
+}
+
+/// How detections are reported.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionSection {
+    /// Least time between two updates of an ongoing attack's signal.
+    #[serde(default = "default_update_every", with = "serde_human")]
+    pub update_every: Duration,
+    /// Most sources (or users) each rule tracks at once; beyond, the least recently
+    /// seen are forgotten. Bounds the agent's memory under a flood of addresses.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+}
+
+fn default_update_every() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_max_keys() -> usize {
+    50_000
+}
+
+impl Default for DetectionSection {
+    fn default() -> Self {
+        Self {
+            update_every: default_update_every(),
+            max_keys: default_max_keys(),
+        }
+    }
 }
 
 fn default_state_dir() -> PathBuf {
@@ -200,6 +294,25 @@ impl AgentConfig {
         }
         if self.health.interval < Duration::from_millis(100) {
             return Err("health.interval must be at least 100ms".into());
+        }
+        for (index, source) in self.sources.logs.iter().enumerate() {
+            if source.paths.is_empty() {
+                return Err(format!("sources.logs[{index}].paths is empty"));
+            }
+            crate::sources::logs::format::time::parse_offset(&source.utc_offset)
+                .map_err(|e| format!("sources.logs[{index}].utc_offset: {e}"))?;
+            if !(256..=16 * 1024 * 1024).contains(&source.max_line_bytes) {
+                return Err(format!(
+                    "sources.logs[{index}].max_line_bytes must be between 256 and 16777216"
+                ));
+            }
+        }
+        if self.detection.max_keys < 100 {
+            return Err("detection.max_keys must be at least 100".into());
+        }
+        for network in &self.privacy.internal_networks {
+            crate::privacy::Network::parse(network)
+                .map_err(|e| format!("privacy.internal_networks: {e}"))?;
         }
         Ok(())
     }

@@ -5,6 +5,9 @@
 //! * [`cli`]: the command line (a contract, see DESIGN.md); [`config`]: the TOML file;
 //! * [`enroll`]: key pair, certificate request, CA pinning; [`tls`]: both TLS setups;
 //! * [`spool`]: the durable bounded queue; [`uplink`]: delivery to the collector;
+//! * [`sources`]: what the agent observes (log files followed through rotation, their
+//!   formats); [`detect`]: events, rules and the detection engine; [`pipeline`]: the two
+//!   together; [`privacy`]: what may leave the host; [`replay`]: the pipeline on a file;
 //! * [`health`]: heartbeat and `agent_health`; [`run`]: wiring; [`state`]: files on disk.
 #![forbid(unsafe_code)]
 
@@ -14,6 +17,7 @@ pub mod detect;
 pub mod enroll;
 pub mod health;
 pub mod pipeline;
+pub mod privacy;
 pub mod replay;
 pub mod run;
 pub mod sources;

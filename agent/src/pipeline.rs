@@ -65,6 +65,11 @@ impl LogPipeline {
         }
     }
 
+    /// The parser, to set the program or the time of plain lines.
+    pub fn parser_mut(&mut self) -> &mut Parser {
+        &mut self.parser
+    }
+
     /// Counts a line that had to be cut or decoded lossily.
     pub fn note_damage(&mut self, truncated: bool, invalid_utf8: bool) {
         self.stats.truncated += u64::from(truncated);

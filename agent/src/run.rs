@@ -4,7 +4,10 @@
 //! writes what it holds, the uplink delivers for a grace period, then the process exits.
 
 use crate::config::AgentConfig;
+use crate::detect::engine::EngineConfig;
 use crate::health::Health;
+use crate::privacy::PrivacyFilter;
+use crate::sources::logs::live::{self, LogSource};
 use crate::spool::{Spool, SpoolStats};
 use crate::state::{Enrollment, StateLock, StatePaths};
 use crate::tls;
@@ -13,6 +16,7 @@ use anyhow::Context as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
@@ -27,6 +31,14 @@ const DROP_CHECK: Duration = Duration::from_secs(2);
 /// At most one drop report this often: with a full spool, each report may itself push
 /// out another signal, and the report must not become a flood of its own.
 const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// This host's name, for the `host` field (pseudonymised unless the member opts in).
+pub fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+}
 
 /// Where signals go.
 enum Sink {
@@ -68,7 +80,12 @@ async fn write_out(sink: &Sink, signals: Vec<Signal>, health: &Health) {
     }
 }
 
-async fn sink_task(sink: Sink, mut signals: mpsc::Receiver<Signal>, health: Arc<Health>) {
+async fn sink_task(
+    sink: Sink,
+    mut signals: mpsc::Receiver<Signal>,
+    health: Arc<Health>,
+    privacy: Arc<PrivacyFilter>,
+) {
     // Ends when every sender is gone, i.e. after every source stopped.
     while let Some(first) = signals.recv().await {
         let mut group = vec![first];
@@ -78,7 +95,14 @@ async fn sink_task(sink: Sink, mut signals: mpsc::Receiver<Signal>, health: Arc<
                 Err(_) => break,
             }
         }
-        write_out(&sink, group, &health).await;
+        // The privacy filter is the last step before anything is kept for sending.
+        let group: Vec<Signal> = group
+            .into_iter()
+            .filter_map(|signal| privacy.apply(signal))
+            .collect();
+        if !group.is_empty() {
+            write_out(&sink, group, &health).await;
+        }
     }
 }
 
@@ -149,7 +173,23 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let paths = StatePaths::new(&config.state_dir);
+    vedetta_common::files::create_private_dir(&paths.dir)
+        .with_context(|| format!("creating {}", paths.dir.display()))?;
     let health = Arc::new(Health::new());
+    let privacy = Arc::new(PrivacyFilter::open(
+        &paths.dir.join("privacy.key"),
+        config.privacy.clone(),
+        host_name(),
+    )?);
+    let rules = crate::detect::rules::load(config.rules_dir.as_deref()).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid rules:\n{}", lines.join("\n"))
+    })?;
+    let engine = EngineConfig {
+        update_every: config.detection.update_every,
+        max_keys: config.detection.max_keys,
+        id_key: privacy.derived_secret("signal-ids"),
+    };
     // Two phases: sources and sink stop first (everything seen reaches the spool), then
     // the uplink delivers what the spool holds for its grace period.
     let (trigger, shutdown) = shutdown::channel();
@@ -193,6 +233,29 @@ pub async fn run(
         )
     };
 
+    let stop_sources = Arc::new(AtomicBool::new(false));
+    let mut source_threads = Vec::new();
+    for (index, source_config) in config.sources.logs.iter().enumerate() {
+        let source = LogSource::open(
+            index,
+            source_config,
+            &paths.dir,
+            rules.clone(),
+            engine.clone(),
+        )
+        .with_context(|| format!("opening log source {}", source_config.paths.join(", ")))?;
+        let (sender, health, stop) = (
+            sender.clone(),
+            Arc::clone(&health),
+            Arc::clone(&stop_sources),
+        );
+        source_threads.push(
+            std::thread::Builder::new()
+                .name(format!("log-source-{index}"))
+                .spawn(move || live::run(source, sender, health, stop))?,
+        );
+    }
+
     let reporter = tokio::spawn(health_reporter(
         Arc::clone(&health),
         spool,
@@ -200,10 +263,17 @@ pub async fn run(
         sender,
         shutdown.clone(),
     ));
-    let sink = tokio::spawn(sink_task(sink, receiver, Arc::clone(&health)));
+    let sink = tokio::spawn(sink_task(sink, receiver, Arc::clone(&health), privacy));
 
     stop.await;
     info!("shutting down");
+    stop_sources.store(true, Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in source_threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
     trigger.trigger();
     let _ = reporter.await;
     let _ = sink.await;

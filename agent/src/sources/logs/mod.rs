@@ -2,3 +2,5 @@
 //! that read them.
 
 pub mod format;
+pub mod live;
+pub mod tail;

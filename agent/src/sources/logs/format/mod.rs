@@ -5,7 +5,9 @@
 //!   high-precision ISO 8601 timestamps (the default on current Debian/Ubuntu), and
 //!   RFC 5424 — told apart line by line, so a file may mix them;
 //! * [`access`]: Apache/nginx combined (and common) access logs;
-//! * [`journald`]: `journalctl --output=json` records.
+//! * [`journald`]: `journalctl --output=json` records;
+//! * plain: bare messages without a header, as `sshd -E FILE` writes them; their time
+//!   is when they were read, their program comes from the configuration.
 
 pub mod access;
 pub mod journald;
@@ -57,6 +59,8 @@ pub enum Format {
     Nginx,
     /// `journalctl --output=json`.
     JournaldJson,
+    /// Bare messages (`sshd -E FILE`): time of reading, program from the configuration.
+    Plain,
 }
 
 impl std::str::FromStr for Format {
@@ -80,6 +84,10 @@ pub struct Parser {
     format: Format,
     utc_offset_s: i64,
     years: time::YearGuess,
+    /// The program of plain lines.
+    program: String,
+    /// The time of plain lines (set by the caller as lines are read).
+    now: Timestamp,
 }
 
 impl Parser {
@@ -90,7 +98,20 @@ impl Parser {
             format,
             utc_offset_s,
             years: time::YearGuess::new(reference),
+            program: "sshd".into(),
+            now: reference,
         }
+    }
+
+    /// The program plain lines come from (`sshd` by default).
+    pub fn with_program(mut self, program: &str) -> Self {
+        program.clone_into(&mut self.program);
+        self
+    }
+
+    /// The time given to plain lines from now on.
+    pub fn set_now(&mut self, now: Timestamp) {
+        self.now = now;
     }
 
     pub fn format(&self) -> Format {
@@ -104,6 +125,15 @@ impl Parser {
             }
             Format::Nginx => access::parse(line).map(Record::Access),
             Format::JournaldJson => journald::parse(line).map(Record::Log),
+            Format::Plain => (!line.is_empty()).then(|| {
+                Record::Log(LogRecord {
+                    time: self.now,
+                    host: Cow::Borrowed(""),
+                    program: Cow::Owned(self.program.clone()),
+                    pid: None,
+                    message: Cow::Borrowed(line),
+                })
+            }),
         }
     }
 }

@@ -1,0 +1,144 @@
+//! Live log sources: each `[[sources.logs]]` group of files runs on a thread of its own,
+//! polling its [`Tailer`] and feeding its own pipeline (format + rules), so that a slow
+//! disk or a flood in one log never delays another.
+//!
+//! Read positions are committed after the lines of a poll were handled (their signals
+//! are in the channel to the sink), so a restart neither skips nor re-reads a line.
+
+use super::tail::{TailConfig, Tailer};
+use crate::config::{LogSourceConfig, StartAt};
+use crate::detect::engine::EngineConfig;
+use crate::detect::rules::Rule;
+use crate::health::Health;
+use crate::pipeline::LogPipeline;
+use crate::sources::logs::format::{Format, time::parse_offset};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use vedetta_common::{Signal, Timestamp};
+
+/// How often files are looked at when nothing new arrived.
+const POLL: Duration = Duration::from_millis(250);
+/// Lines handled per poll at most (then the read positions are committed).
+const LINES_PER_POLL: usize = 10_000;
+
+/// A running log source.
+#[derive(Debug)]
+pub struct LogSource {
+    name: String,
+    tailer: Tailer,
+    pipeline: LogPipeline,
+    plain: bool,
+    errors_seen: u64,
+}
+
+impl LogSource {
+    /// Opens source number `index`, keeping its read positions in `state_dir`.
+    pub fn open(
+        index: usize,
+        config: &LogSourceConfig,
+        state_dir: &Path,
+        rules: Vec<Rule>,
+        engine: EngineConfig,
+    ) -> anyhow::Result<Self> {
+        let tail = TailConfig {
+            paths: config.paths.clone(),
+            start_at_end: config.start_at == StartAt::End,
+            max_line_bytes: config.max_line_bytes,
+            ..TailConfig::default()
+        };
+        let tailer = Tailer::new(tail, state_dir.join(format!("positions-{index}.json")))?;
+        let offset = parse_offset(&config.utc_offset).map_err(anyhow::Error::msg)?;
+        let mut pipeline = LogPipeline::new(config.format, Timestamp::now(), offset, rules, engine);
+        let plain = config.format == Format::Plain;
+        *pipeline.parser_mut() = pipeline.parser_mut().clone().with_program(&config.program);
+        Ok(Self {
+            name: format!("logs:{}", config.paths.join(",")),
+            tailer,
+            pipeline,
+            plain,
+            errors_seen: 0,
+        })
+    }
+
+    /// Reads what is new and returns its signals; `true` if the poll was full (more
+    /// may be waiting).
+    pub fn poll(&mut self, health: &Health) -> anyhow::Result<(Vec<Signal>, bool)> {
+        let lines = self.tailer.poll(LINES_PER_POLL);
+        let full = lines.len() == LINES_PER_POLL;
+        let now = Timestamp::now();
+        if self.plain {
+            self.pipeline.parser_mut().set_now(now);
+        }
+        let mut signals = Vec::new();
+        for line in &lines {
+            signals.extend(self.pipeline.line(&line.text));
+            self.pipeline.note_damage(line.truncated, false);
+        }
+        signals.extend(self.pipeline.tick(now));
+        let errors = self.tailer.stats().errors;
+        for _ in self.errors_seen..errors {
+            health.source_error(&self.name);
+        }
+        self.errors_seen = errors;
+        Ok((signals, full))
+    }
+
+    /// Records that everything returned so far was handled.
+    pub fn commit(&mut self) -> anyhow::Result<()> {
+        Ok(self.tailer.commit()?)
+    }
+
+    /// The final state of every open series (at shutdown).
+    pub fn flush(&mut self) -> Vec<Signal> {
+        self.pipeline.flush()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Runs `source` on the calling thread until `stop` is set.
+pub fn run(
+    mut source: LogSource,
+    signals: mpsc::Sender<Signal>,
+    health: Arc<Health>,
+    stop: Arc<AtomicBool>,
+) {
+    info!(source = %source.name(), "log source started");
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        match source.poll(&health) {
+            Ok((found, full)) => {
+                for signal in found {
+                    if signals.blocking_send(signal).is_err() {
+                        return;
+                    }
+                }
+                if let Err(error) = source.commit() {
+                    health.source_error(source.name());
+                    warn!(source = %source.name(), %error, "cannot save read positions");
+                }
+                if stopping {
+                    for signal in source.flush() {
+                        let _ = signals.blocking_send(signal);
+                    }
+                    info!(source = %source.name(), "log source stopped");
+                    return;
+                }
+                if !full {
+                    std::thread::sleep(POLL);
+                }
+            }
+            Err(error) => {
+                health.source_error(source.name());
+                warn!(source = %source.name(), %error, "log source error");
+                std::thread::sleep(POLL);
+            }
+        }
+    }
+}
