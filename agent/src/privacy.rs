@@ -162,7 +162,7 @@ impl PrivacyFilter {
         config: PrivacyConfig,
         host: Option<String>,
     ) -> Result<Self, PrivacyError> {
-        Ok(Self::with_secret(load_key(key_path)?, config, host)?)
+        Self::with_secret(load_key(key_path)?, config, host)
     }
 
     pub fn with_secret(
