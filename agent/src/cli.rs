@@ -87,6 +87,12 @@ pub enum Command {
         #[arg(long, default_value = "Z", allow_hyphen_values = true)]
         utc_offset: String,
     },
+    /// Show exactly what would leave this host: the configured log sources' current
+    /// contents through the rules and the privacy filter, as NDJSON, and what is withheld.
+    Preview {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Queue signals given as NDJSON on standard input (for a member's own integrations).
     Emit {
         #[arg(long)]
@@ -159,6 +165,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status { config, format } => status(&load(&config)?, format),
         Command::Emit { config } => emit(&load(&config)?),
+        Command::Preview { config } => preview(&load(&config)?),
         Command::Replay {
             config,
             log,
@@ -282,6 +289,78 @@ fn status(config: &AgentConfig, format: Format) -> anyhow::Result<()> {
                 None => println!("spool:      not created yet"),
             }
         }
+    }
+    Ok(())
+}
+
+/// `preview`: the sources' current contents, from their beginning, through the pipeline
+/// and the privacy filter. Nothing is sent and no read position moves.
+fn preview(config: &AgentConfig) -> anyhow::Result<()> {
+    use crate::privacy::PrivacyFilter;
+    let paths = StatePaths::new(&config.state_dir);
+    vedetta_common::files::create_private_dir(&paths.dir)?;
+    let privacy = PrivacyFilter::open(
+        &paths.dir.join("privacy.key"),
+        config.privacy.clone(),
+        crate::run::host_name(),
+    )?;
+    let rules = crate::detect::rules::load(config.rules_dir.as_deref()).map_err(rule_errors)?;
+    let engine = crate::detect::engine::EngineConfig {
+        update_every: config.detection.update_every,
+        max_keys: config.detection.max_keys,
+        id_key: privacy.derived_secret("signal-ids"),
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let (mut shared, mut withheld) = (0u64, std::collections::BTreeMap::<String, u64>::new());
+    if config.sources.logs.is_empty() {
+        eprintln!("no log sources configured ([[sources.logs]]): only health reports would leave");
+    }
+    for source in &config.sources.logs {
+        let options = crate::replay::ReplayOptions {
+            format: source.format,
+            reference: None,
+            utc_offset_s: crate::sources::logs::format::time::parse_offset(&source.utc_offset)
+                .map_err(anyhow::Error::msg)?,
+        };
+        for pattern in &source.paths {
+            let files: Vec<PathBuf> = glob::glob(pattern)
+                .map_err(|e| anyhow::anyhow!("invalid pattern {pattern:?}: {e}"))?
+                .filter_map(Result::ok)
+                .filter(|path| path.is_file())
+                .collect();
+            for file in files {
+                let stats = crate::replay::replay_with(
+                    &file,
+                    rules.clone(),
+                    &options,
+                    engine.clone(),
+                    &mut |signal| {
+                        match privacy.apply(signal.clone()) {
+                            Some(visible) => {
+                                shared += 1;
+                                serde_json::to_writer(&mut out, &visible)?;
+                                use std::io::Write;
+                                out.write_all(b"\n")?;
+                            }
+                            None => *withheld.entry(signal.kind).or_default() += 1,
+                        }
+                        Ok(())
+                    },
+                )?;
+                eprintln!(
+                    "{}: {} lines, {} not understood",
+                    file.display(),
+                    stats.lines,
+                    stats.unparsed
+                );
+            }
+        }
+    }
+    use std::io::Write;
+    out.flush()?;
+    eprintln!("{shared} signals would leave this host (shown above, as sent)");
+    for (kind, count) in &withheld {
+        eprintln!("{count} {kind} signals stay on this host (privacy.deny_kinds / allow_kinds)");
     }
     Ok(())
 }

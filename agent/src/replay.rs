@@ -33,6 +33,29 @@ pub fn replay_file(
     options: &ReplayOptions,
     out: &mut impl Write,
 ) -> anyhow::Result<PipelineStats> {
+    let stats = replay_with(
+        path,
+        rules,
+        options,
+        EngineConfig::default(),
+        &mut |signal| {
+            serde_json::to_writer(&mut *out, &signal)?;
+            out.write_all(b"\n")?;
+            Ok(())
+        },
+    )?;
+    out.flush()?;
+    Ok(stats)
+}
+
+/// Replays `path`, handing each signal to `emit`.
+pub fn replay_with(
+    path: &Path,
+    rules: Vec<Rule>,
+    options: &ReplayOptions,
+    engine: EngineConfig,
+    emit: &mut dyn FnMut(vedetta_common::Signal) -> anyhow::Result<()>,
+) -> anyhow::Result<PipelineStats> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let reference = match options.reference {
@@ -47,16 +70,12 @@ pub fn replay_file(
         reference,
         options.utc_offset_s,
         rules,
-        EngineConfig::default(),
+        engine,
     );
     let mut reader = BufReader::with_capacity(256 * 1024, file);
     let mut line = Vec::with_capacity(1024);
-    let write = |signals: Vec<vedetta_common::Signal>, out: &mut dyn Write| -> anyhow::Result<()> {
-        for signal in signals {
-            serde_json::to_writer(&mut *out, &signal)?;
-            out.write_all(b"\n")?;
-        }
-        Ok(())
+    let mut write = |signals: Vec<vedetta_common::Signal>| -> anyhow::Result<()> {
+        signals.into_iter().try_for_each(&mut *emit)
     };
     while let Some(truncated) = read_bounded_line(&mut reader, &mut line, MAX_LINE_BYTES)
         .with_context(|| format!("reading {}", path.display()))?
@@ -67,9 +86,8 @@ pub fn replay_file(
         };
         let signals = pipeline.line(&text);
         pipeline.note_damage(truncated, invalid);
-        write(signals, out)?;
+        write(signals)?;
     }
-    write(pipeline.flush(), out)?;
-    out.flush()?;
+    write(pipeline.flush())?;
     Ok(pipeline.stats())
 }

@@ -72,3 +72,64 @@ fn dry_run_prints_signals_as_ndjson_without_enrollment_and_stops_on_sigterm() {
         "a dry run spools nothing"
     );
 }
+
+#[test]
+fn preview_shows_exactly_what_would_leave_after_the_privacy_filter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"state\"\n\
+             [[sources.logs]]\npaths = [\"{fixtures}/sshd_iso.log\"]\n\
+             [[sources.logs]]\npaths = [\"{fixtures}/journald.json\"]\nformat = \"journald-json\"\n\
+             [privacy]\ndeny_kinds = [\"sudo_auth_failure\"]\ninternal_networks = [\"192.0.2.0/24\"]\n"
+        ),
+    )
+    .expect("config");
+    let output = agent()
+        .args(["preview", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let signals: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("json"))
+        .collect();
+    assert!(
+        signals
+            .iter()
+            .any(|s| s["kind"] == "ssh_bruteforce" && s["indicators"][0]["value"] == "203.0.113.7")
+    );
+    // The broken-into account and the member's own network leave as pseudonyms.
+    let broken = signals
+        .iter()
+        .find(|s| s["kind"] == "ssh_login_after_failures")
+        .expect("login after failures");
+    assert!(
+        broken["indicators"][0]["value"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("pn:"))
+    );
+    assert!(
+        broken["indicators"][1]["value"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("pn:"))
+    );
+    assert!(
+        signals
+            .iter()
+            .all(|s| s["host"].as_str().is_some_and(|h| h.starts_with("pn:")))
+    );
+    // Denied kinds stay home, and the preview says so.
+    assert!(signals.iter().all(|s| s["kind"] != "sudo_auth_failure"));
+    assert!(
+        stderr.contains("sudo_auth_failure signals stay on this host"),
+        "{stderr}"
+    );
+    // Nothing about the sources' read positions changed.
+    assert!(!dir.path().join("state/positions-0.json").exists());
+}
