@@ -5,8 +5,8 @@
 //!   the same whether it made 10 attempts or 10 million.
 //! * When a rule's threshold is crossed, a *series* opens for (signal kind, key): the
 //!   first signal goes out at once, and while the attack goes on the series sends an
-//!   update at most every `update_every` or an eighth of the rule's window, whichever is
-//!   longer (same `series` attribute, growing `count`), not one signal per event. Rules of
+//!   update at most every `update_every`, an eighth of the rule's window, or half the
+//!   attack's age, whichever is longest (same `series` attribute, growing `count`), not one signal per event. Rules of
 //!   the same kind (a burst and a low-and-slow brute force) share one series per key; a
 //!   more severe (or faster) one crossing later takes the series over. A series closes
 //!   after its window passes quietly.
@@ -225,9 +225,13 @@ impl Engine {
     }
 
     /// Least event time between two signals of a series opened by `rule`.
-    fn update_interval(&self, rule: usize) -> i64 {
+    /// It grows with the attack's age (half of it), so that an attack lasting days sends
+    /// a dozen updates, not hundreds.
+    fn update_interval(&self, rule: usize, age: i64) -> i64 {
         let configured = i64::try_from(self.config.update_every.as_nanos()).unwrap_or(i64::MAX);
-        configured.max(self.states[rule].window_nanos / 8)
+        configured
+            .max(self.states[rule].window_nanos / 8)
+            .max(age / 2)
     }
 
     /// Whether a signal kind is already being reported for `key`.
@@ -306,14 +310,17 @@ impl Engine {
                 }
                 Aggregate::Distinct => {
                     window.add(at, bucket, count);
+                    let cap = (threshold as usize).saturating_mul(2).max(256);
                     if let Some(value) = distinct.and_then(|field| field.text(event)) {
-                        let horizon = at - window_nanos;
-                        if window.values.len() >= (threshold as usize).saturating_mul(2).max(256) {
-                            window.values.retain(|_, seen| *seen >= horizon);
-                        }
-                        if window.values.len() < (threshold as usize).saturating_mul(2).max(256) {
+                        if window.values.len() < cap || window.values.contains_key(&*value) {
                             window.values.insert(value.as_ref().into(), at);
                         }
+                    }
+                    // Values seen before the window no longer count. Checked only when
+                    // the count could matter, so that the common case stays cheap.
+                    if window.values.len() as u64 >= threshold || window.values.len() >= cap {
+                        let horizon = at - window_nanos;
+                        window.values.retain(|_, seen| *seen >= horizon);
                     }
                     let distinct_values = window.values.len() as u64;
                     let average_ok = max_per_value.is_none_or(|max| {
@@ -327,7 +334,12 @@ impl Engine {
                 }
                 Aggregate::After => {
                     window.prune(bucket);
-                    (window.sum >= threshold, window.sum, at)
+                    let failures = window.sum;
+                    // A success consumes the failures before it: someone who mistypes,
+                    // then logs in, then mistypes again later never adds up to an attack.
+                    window.buckets.clear();
+                    window.sum = 0;
+                    (failures >= threshold, failures, at)
                 }
             };
             let kind = self.rule_kind[index];
@@ -360,7 +372,11 @@ impl Engine {
                     out.extend(self.emit(&series_key));
                     continue;
                 }
-                if at - last_emit >= self.update_interval(current) {
+                let age = self
+                    .series
+                    .get(&series_key)
+                    .map_or(0, |s| s.last_seen - s.first_seen);
+                if at - last_emit >= self.update_interval(current, age) {
                     out.extend(self.emit(&series_key));
                 }
             } else if crossed
@@ -508,7 +524,8 @@ impl Engine {
             };
             let expired = self.now - series.last_seen > self.states[series.rule].window_nanos;
             let due = series.count > series.reported_count
-                && self.now - series.last_emit >= self.update_interval(series.rule);
+                && self.now - series.last_emit
+                    >= self.update_interval(series.rule, series.last_seen - series.first_seen);
             if expired {
                 if let Some(series) = self.series.remove(&key) {
                     out.extend(self.final_update(series));
@@ -553,4 +570,143 @@ fn derive_id(
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&tag.as_ref()[..16]);
     SignalId(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::events::EventKind;
+    use crate::detect::rules::load;
+
+    const MINUTE: i64 = 60 * NANOS_PER_SECOND;
+
+    fn engine(max_keys: usize) -> Engine {
+        Engine::new(
+            load(None).expect("rules"),
+            EngineConfig {
+                max_keys,
+                ..EngineConfig::default()
+            },
+        )
+    }
+
+    fn event(kind: EventKind, minute: i64, source: &str, user: &str) -> Event {
+        Event {
+            kind: Some(kind),
+            at: Timestamp(1_800_000_000 * NANOS_PER_SECOND + minute * MINUTE),
+            count: 1,
+            source: Some(source.into()),
+            source_ip: source.parse().ok(),
+            user: Some(user.into()),
+            method: Some("password".into()),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn memory_is_bounded_by_max_keys_whatever_the_number_of_sources() {
+        let mut engine = engine(1_000);
+        for n in 0..50_000u32 {
+            let source = std::net::Ipv4Addr::from(0x0a00_0000 + n).to_string();
+            engine.process(&event(
+                EventKind::SshFailed,
+                i64::from(n / 1000),
+                &source,
+                "root",
+            ));
+        }
+        let stats = engine.stats();
+        let rules_on_failures = 4; // burst, slow, spraying, and the failures fed to "after"
+        assert!(stats.keys <= 1_000 * rules_on_failures, "{stats:?}");
+        assert!(stats.evicted_keys > 0);
+    }
+
+    #[test]
+    fn distinct_values_expire_with_their_window() {
+        let mut engine = engine(1_000);
+        // Eight different accounts, but one per hour: never eight within the hour.
+        let users = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+        let mut signals = Vec::new();
+        for (hour, user) in users.iter().enumerate() {
+            signals.extend(engine.process(&event(
+                EventKind::SshFailed,
+                hour as i64 * 61,
+                "203.0.113.1",
+                user,
+            )));
+        }
+        assert!(
+            signals.iter().all(|s| s.kind != "ssh_password_spraying"),
+            "{signals:?}"
+        );
+    }
+
+    #[test]
+    fn a_success_consumes_the_failures_before_it() {
+        let mut engine = engine(1_000);
+        let mut signals = Vec::new();
+        // Four rounds of "mistype, then log in": never five failures before a success.
+        for round in 0..4 {
+            signals.extend(engine.process(&event(
+                EventKind::SshFailed,
+                round * 5,
+                "10.0.0.5",
+                "alice",
+            )));
+            signals.extend(engine.process(&event(
+                EventKind::SshFailed,
+                round * 5 + 1,
+                "10.0.0.5",
+                "alice",
+            )));
+            signals.extend(engine.process(&event(
+                EventKind::SshAccepted,
+                round * 5 + 2,
+                "10.0.0.5",
+                "alice",
+            )));
+        }
+        assert!(signals.is_empty(), "{signals:?}");
+        for minute in 30..36 {
+            engine.process(&event(EventKind::SshFailed, minute, "10.0.0.5", "alice"));
+        }
+        let broken = engine.process(&event(EventKind::SshAccepted, 37, "10.0.0.5", "alice"));
+        assert_eq!(broken.len(), 1);
+        assert_eq!(broken[0].kind, "ssh_login_after_failures");
+        assert_eq!(
+            broken[0].attributes.get("failures_before"),
+            Some(&AttributeValue::Int(6))
+        );
+    }
+
+    #[test]
+    fn a_long_attack_sends_few_updates() {
+        let mut engine = engine(1_000);
+        let mut signals = Vec::new();
+        // Two attempts a minute for three days.
+        for minute in 0..3 * 24 * 60 {
+            for _ in 0..2 {
+                signals.extend(engine.process(&event(
+                    EventKind::SshFailed,
+                    minute,
+                    "203.0.113.2",
+                    "root",
+                )));
+            }
+        }
+        signals.extend(engine.flush());
+        assert!(
+            signals.len() <= 16,
+            "{} signals for one attack",
+            signals.len()
+        );
+        let last = signals.last().expect("signals");
+        assert_eq!(last.count, 2 * 3 * 24 * 60);
+        let series = &signals[0].id.to_string();
+        assert!(
+            signals
+                .iter()
+                .all(|s| s.attributes.get("series") == Some(&AttributeValue::Text(series.clone())))
+        );
+    }
 }
