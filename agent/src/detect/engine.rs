@@ -311,10 +311,10 @@ impl Engine {
                 Aggregate::Distinct => {
                     window.add(at, bucket, count);
                     let cap = (threshold as usize).saturating_mul(2).max(256);
-                    if let Some(value) = distinct.and_then(|field| field.text(event)) {
-                        if window.values.len() < cap || window.values.contains_key(&*value) {
-                            window.values.insert(value.as_ref().into(), at);
-                        }
+                    if let Some(value) = distinct.and_then(|field| field.text(event))
+                        && (window.values.len() < cap || window.values.contains_key(&*value))
+                    {
+                        window.values.insert(value.as_ref().into(), at);
                     }
                     // Values seen before the window no longer count. Checked only when
                     // the count could matter, so that the common case stays cheap.
