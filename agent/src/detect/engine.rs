@@ -1,7 +1,7 @@
 //! The detection engine: sliding windows keyed by source (or user), in event time, with
 //! bounded memory; rules decide when a key becomes a signal.
 //!
-//! * A window is a ring of time buckets (1/32 of the window each), so that a key costs
+//! * A window is a ring of time buckets (1/16 of the window each), so that a key costs
 //!   the same whether it made 10 attempts or 10 million.
 //! * When a rule's threshold is crossed, a *series* opens for (signal kind, key): the
 //!   first signal goes out at once, and while the attack goes on the series sends an
@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use vedetta_common::{AttributeValue, IndicatorType, Signal, SignalId, Timestamp};
 
-const BUCKETS: i64 = 32;
+const BUCKETS: i64 = 16;
 const NANOS_PER_SECOND: i64 = 1_000_000_000;
 
 /// Engine settings.
@@ -55,44 +55,61 @@ pub struct EngineStats {
     pub evicted_keys: u64,
 }
 
+/// The events of one key within one rule's window. Kept small: there is one per key per
+/// rule, and a flood of sources makes tens of thousands of them.
 #[derive(Debug, Default)]
 struct Window {
-    /// (bucket index, events, first event time in the bucket), oldest first.
-    buckets: VecDeque<(i64, u64, i64)>,
+    /// (bucket index, events), oldest first.
+    buckets: VecDeque<(i64, u32)>,
     sum: u64,
-    /// Distinct values and when each was last seen (distinct rules only), bounded.
-    values: HashMap<Box<str>, i64>,
+    /// Keyed 64-bit hashes of the distinct values and when each was last seen
+    /// (distinct rules only), bounded: the count is what matters, not the text.
+    values: HashMap<u64, i64>,
+    /// The first event still in the window (exact until its bucket expires, then the
+    /// start of the oldest bucket).
+    first_seen: i64,
     last_seen: i64,
 }
 
 impl Window {
-    fn prune(&mut self, now_bucket: i64) {
-        while let Some(&(bucket, count, _)) = self.buckets.front() {
+    fn prune(&mut self, now_bucket: i64, bucket_nanos: i64) {
+        let mut pruned = false;
+        while let Some(&(bucket, count)) = self.buckets.front() {
             if bucket > now_bucket - BUCKETS {
                 break;
             }
-            self.sum -= count;
+            self.sum -= u64::from(count);
             self.buckets.pop_front();
+            pruned = true;
+        }
+        if pruned && let Some(&(bucket, _)) = self.buckets.front() {
+            self.first_seen = self.first_seen.max(bucket * bucket_nanos);
         }
     }
 
-    fn add(&mut self, at: i64, bucket: i64, count: u64) {
-        self.prune(bucket);
+    fn add(&mut self, at: i64, bucket: i64, count: u64, bucket_nanos: i64) {
+        self.prune(bucket, bucket_nanos);
+        let count32 = u32::try_from(count).unwrap_or(u32::MAX);
+        if self.buckets.is_empty() {
+            self.first_seen = at;
+        }
         match self.buckets.back_mut() {
             // Out-of-order events land in the newest bucket: windows stay approximate
             // to one bucket, never unbounded.
-            Some(back) if back.0 >= bucket => {
-                back.1 += count;
-                back.2 = back.2.min(at);
-            }
-            _ => self.buckets.push_back((bucket, count, at)),
+            Some(back) if back.0 >= bucket => back.1 = back.1.saturating_add(count32),
+            _ => self.buckets.push_back((bucket, count32)),
         }
+        self.first_seen = self.first_seen.min(at);
         self.sum += count;
         self.last_seen = self.last_seen.max(at);
     }
 
     fn first_seen(&self) -> i64 {
-        self.buckets.front().map_or(self.last_seen, |b| b.2)
+        if self.buckets.is_empty() {
+            self.last_seen
+        } else {
+            self.first_seen
+        }
     }
 }
 
@@ -116,26 +133,36 @@ struct Series {
     updates: u32,
     series_id: Option<SignalId>,
     /// Distinct users, paths… seen by the series (bounded), for the signal's figures.
-    users: HashMap<Box<str>, ()>,
-    paths: HashMap<Box<str>, ()>,
+    /// Keyed hashes of the distinct users and paths seen (bounded).
+    users: std::collections::HashSet<u64>,
+    paths: std::collections::HashSet<u64>,
+    /// The account named by the latest event (a login after failures names it).
+    last_user: Option<Box<str>>,
     extra: BTreeMap<String, AttributeValue>,
 }
 
 const SERIES_SAMPLE_LIMIT: usize = 1024;
 
 impl Series {
-    fn absorb(&mut self, event: &Event, count: u64) {
+    fn absorb(
+        &mut self,
+        event: &Event,
+        count: u64,
+        hasher: &std::collections::hash_map::RandomState,
+    ) {
+        use std::hash::BuildHasher;
         self.count += count;
         self.last_seen = self.last_seen.max(event.at.0);
-        if let Some(user) = &event.user
-            && self.users.len() < SERIES_SAMPLE_LIMIT
-        {
-            self.users.insert(user.as_str().into(), ());
+        if let Some(user) = &event.user {
+            if self.users.len() < SERIES_SAMPLE_LIMIT {
+                self.users.insert(hasher.hash_one(user.as_str()));
+            }
+            self.last_user = Some(user.as_str().into());
         }
         if let Some(path) = &event.path
             && self.paths.len() < SERIES_SAMPLE_LIMIT
         {
-            self.paths.insert(path.as_str().into(), ());
+            self.paths.insert(hasher.hash_one(path.as_str()));
         }
         if let Some(scanner) = event.scanner {
             self.extra.insert("scanner".into(), scanner.into());
@@ -172,6 +199,8 @@ pub struct Engine {
     rule_kind: Vec<usize>,
     kinds: Vec<String>,
     series: HashMap<(usize, Box<str>), Series>,
+    /// Keys the hashes of distinct values (random per engine: no crafted collisions).
+    hasher: std::collections::hash_map::RandomState,
     config: EngineConfig,
     now: i64,
     stats: EngineStats,
@@ -207,6 +236,7 @@ impl Engine {
             rule_kind,
             kinds,
             series: HashMap::new(),
+            hasher: std::collections::hash_map::RandomState::new(),
             config,
             now: i64::MIN,
             stats: EngineStats::default(),
@@ -246,7 +276,8 @@ impl Engine {
         let max_keys = self.config.max_keys;
         let now = self.now;
         let state = &mut self.states[rule];
-        if !state.windows.contains_key(key) && state.windows.len() >= max_keys {
+        let present = state.windows.contains_key(key);
+        if !present && state.windows.len() >= max_keys {
             let before = state.windows.len();
             let horizon = now.saturating_sub(state.window_nanos);
             state.windows.retain(|_, w| w.last_seen >= horizon);
@@ -260,7 +291,14 @@ impl Engine {
             }
             self.stats.evicted_keys += (before - state.windows.len()) as u64;
         }
-        state.windows.entry(key.into()).or_default()
+        // The key is copied only when it is new: most events are about known sources.
+        if !present {
+            state.windows.insert(key.into(), Window::default());
+        }
+        state
+            .windows
+            .get_mut(key)
+            .expect("present or inserted above")
     }
 
     /// Processes one event; returns the signals it causes (new series, due updates).
@@ -283,7 +321,9 @@ impl Engine {
             let bucket = at.div_euclid(self.states[index].bucket_nanos);
             if aggregate == Aggregate::After && rule.after == event.kind {
                 if let Some(key) = key_field.text(event) {
-                    self.window(index, &key).add(at, bucket, count);
+                    let bucket_nanos = self.states[index].bucket_nanos;
+                    self.window(index, &key)
+                        .add(at, bucket, count, bucket_nanos);
                 }
                 continue;
             }
@@ -297,10 +337,14 @@ impl Engine {
             let max_per_value = self.rules[index].max_per_value;
             let min_span = i64::try_from(self.rules[index].min_span.as_nanos()).unwrap_or(i64::MAX);
             let window_nanos = self.states[index].window_nanos;
+            let bucket_nanos = self.states[index].bucket_nanos;
+            let value_hash = distinct
+                .and_then(|field| field.text(event))
+                .map(|value| std::hash::BuildHasher::hash_one(&self.hasher, value.as_ref()));
             let window = self.window(index, &key);
             let (crossed, figure, first_seen) = match aggregate {
                 Aggregate::Count => {
-                    window.add(at, bucket, count);
+                    window.add(at, bucket, count, bucket_nanos);
                     let spread = window.last_seen - window.first_seen() >= min_span;
                     (
                         window.sum >= threshold && spread,
@@ -309,12 +353,12 @@ impl Engine {
                     )
                 }
                 Aggregate::Distinct => {
-                    window.add(at, bucket, count);
+                    window.add(at, bucket, count, bucket_nanos);
                     let cap = (threshold as usize).saturating_mul(2).max(256);
-                    if let Some(value) = distinct.and_then(|field| field.text(event))
-                        && (window.values.len() < cap || window.values.contains_key(&*value))
+                    if let Some(value) = value_hash
+                        && (window.values.len() < cap || window.values.contains_key(&value))
                     {
-                        window.values.insert(value.as_ref().into(), at);
+                        window.values.insert(value, at);
                     }
                     // Values seen before the window no longer count. Checked only when
                     // the count could matter, so that the common case stays cheap.
@@ -333,7 +377,7 @@ impl Engine {
                     )
                 }
                 Aggregate::After => {
-                    window.prune(bucket);
+                    window.prune(bucket, bucket_nanos);
                     let failures = window.sum;
                     // A success consumes the failures before it: someone who mistypes,
                     // then logs in, then mistypes again later never adds up to an attack.
@@ -355,7 +399,7 @@ impl Engine {
                 out.extend(self.final_update(old));
             }
             if let Some(series) = self.series.get_mut(&series_key) {
-                series.absorb(event, count);
+                series.absorb(event, count, &self.hasher);
                 absorbed.push(kind);
                 // A more severe rule of the same kind crossing (an account added to an
                 // admin group after its creation), or a faster one (a burst inside a slow
@@ -404,15 +448,16 @@ impl Engine {
                     last_emit: at,
                     updates: 0,
                     series_id: None,
-                    users: HashMap::new(),
-                    paths: HashMap::new(),
+                    users: Default::default(),
+                    paths: Default::default(),
+                    last_user: None,
                     extra: BTreeMap::new(),
                 };
                 if aggregate == Aggregate::Count || aggregate == Aggregate::Distinct {
                     // The event that crossed the threshold is already in `figure`.
-                    series.absorb(event, 0);
+                    series.absorb(event, 0, &self.hasher);
                 } else {
-                    series.absorb(event, count);
+                    series.absorb(event, count, &self.hasher);
                     series
                         .extra
                         .insert("failures_before".into(), AttributeValue::from(figure));
@@ -422,10 +467,10 @@ impl Engine {
                 {
                     series.count = window.sum;
                     // What the rule counted, so that the signal's figures are exact.
-                    let sample = window.values.keys().take(SERIES_SAMPLE_LIMIT);
+                    let counted = window.values.keys().copied().take(SERIES_SAMPLE_LIMIT);
                     match distinct {
-                        Some(Field::User) => series.users.extend(sample.map(|v| (v.clone(), ()))),
-                        Some(Field::Path) => series.paths.extend(sample.map(|v| (v.clone(), ()))),
+                        Some(Field::User) => series.users.extend(counted),
+                        Some(Field::Path) => series.paths.extend(counted),
                         _ => {}
                     }
                 }
@@ -492,7 +537,7 @@ impl Engine {
         }
         // A login after failures names the account that was broken into.
         if rule.aggregate == Aggregate::After
-            && let Some(user) = series.users.keys().next()
+            && let Some(user) = &series.last_user
         {
             signal = signal.with_indicator(IndicatorType::User, user.to_string());
         }
