@@ -40,6 +40,9 @@ pub struct SourcesSection {
     /// Log files to follow (`[[sources.logs]]`).
     #[serde(default)]
     pub logs: Vec<LogSourceConfig>,
+    /// The systemd journal (`[[sources.journald]]`).
+    #[serde(default)]
+    pub journald: Vec<crate::sources::journald::JournaldConfig>,
 }
 
 /// One group of log files of one format.

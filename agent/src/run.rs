@@ -7,6 +7,7 @@ use crate::config::AgentConfig;
 use crate::detect::engine::EngineConfig;
 use crate::health::Health;
 use crate::privacy::PrivacyFilter;
+use crate::sources::journald::{self, JournaldSource};
 use crate::sources::logs::live::{self, LogSource};
 use crate::spool::{Spool, SpoolStats};
 use crate::state::{Enrollment, StateLock, StatePaths};
@@ -253,6 +254,26 @@ pub async fn run(
             std::thread::Builder::new()
                 .name(format!("log-source-{index}"))
                 .spawn(move || live::run(source, sender, health, stop))?,
+        );
+    }
+
+    for (index, journal_config) in config.sources.journald.iter().enumerate() {
+        let source = JournaldSource::open(
+            index,
+            journal_config,
+            &paths.dir,
+            rules.clone(),
+            engine.clone(),
+        )?;
+        let (sender, health, stop) = (
+            sender.clone(),
+            Arc::clone(&health),
+            Arc::clone(&stop_sources),
+        );
+        source_threads.push(
+            std::thread::Builder::new()
+                .name(format!("journald-{index}"))
+                .spawn(move || journald::run(source, sender, health, stop))?,
         );
     }
 

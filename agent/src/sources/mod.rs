@@ -1,4 +1,6 @@
 //! Where the agent's observations come from. Each source turns what it watches into
-//! events for the detectors; today: log files and their formats (`logs`).
+//! events for the detectors: log files and their formats (`logs`), and the systemd
+//! journal (`journald`).
 
+pub mod journald;
 pub mod logs;

@@ -1,0 +1,271 @@
+//! The journald source: `journalctl --follow --output=json`, filtered by unit and
+//! identifier, resumed from a saved cursor, restarted with backoff if it exits.
+//!
+//! Going through journalctl (rather than linking libsystemd) keeps the agent free of C
+//! dependencies and works with any journal journalctl can read: the system's, or a
+//! directory or files given in the configuration (a container's journal, a copy).
+
+use crate::detect::engine::EngineConfig;
+use crate::detect::rules::Rule;
+use crate::health::Health;
+use crate::pipeline::{LogPipeline, read_bounded_line};
+use crate::sources::logs::format::{Format, journald};
+use serde::{Deserialize, Serialize};
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use vedetta_common::files::write_atomic;
+use vedetta_common::{Signal, Timestamp};
+
+/// One `[[sources.journald]]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournaldConfig {
+    /// Only entries of these systemd units (`ssh.service`); all when empty.
+    #[serde(default)]
+    pub units: Vec<String>,
+    /// Only entries with these syslog identifiers (`sshd`, `sudo`); all when empty.
+    #[serde(default)]
+    pub identifiers: Vec<String>,
+    /// Read this journal directory instead of the system journal.
+    #[serde(default)]
+    pub directory: Option<PathBuf>,
+    /// Read these journal files instead of the system journal.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// At the very first start (no saved cursor): `end` (only new entries) or `beginning`.
+    #[serde(default = "default_start_at")]
+    pub start_at: crate::config::StartAt,
+    /// The journalctl program.
+    #[serde(default = "default_journalctl")]
+    pub journalctl: PathBuf,
+}
+
+fn default_start_at() -> crate::config::StartAt {
+    crate::config::StartAt::End
+}
+fn default_journalctl() -> PathBuf {
+    PathBuf::from("journalctl")
+}
+
+/// Longest journal entry (as JSON) read whole; longer ones are cut and counted.
+const MAX_ENTRY_BYTES: usize = 256 * 1024;
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// The cursor is saved at least this often while entries arrive.
+const CURSOR_SAVE: Duration = Duration::from_secs(1);
+
+/// The journalctl arguments for a start after `cursor` (or the first start).
+pub fn arguments(config: &JournaldConfig, cursor: Option<&str>) -> Vec<String> {
+    let mut args: Vec<String> = ["--follow", "--output=json", "--no-pager", "--quiet"]
+        .map(String::from)
+        .to_vec();
+    match cursor {
+        Some(cursor) => args.push(format!("--after-cursor={cursor}")),
+        None if config.start_at == crate::config::StartAt::Beginning => {
+            args.push("--no-tail".into())
+        }
+        None => args.push("--lines=0".into()),
+    }
+    if let Some(directory) = &config.directory {
+        args.push(format!("--directory={}", directory.display()));
+    }
+    for file in &config.files {
+        args.push(format!("--file={}", file.display()));
+    }
+    for unit in &config.units {
+        args.push(format!("--unit={unit}"));
+    }
+    for identifier in &config.identifiers {
+        args.push(format!("--identifier={identifier}"));
+    }
+    args
+}
+
+/// A journald source and its state.
+#[derive(Debug)]
+pub struct JournaldSource {
+    config: JournaldConfig,
+    cursor_path: PathBuf,
+    cursor: Option<String>,
+    pipeline: LogPipeline,
+    name: String,
+}
+
+impl JournaldSource {
+    pub fn open(
+        index: usize,
+        config: &JournaldConfig,
+        state_dir: &Path,
+        rules: Vec<Rule>,
+        engine: EngineConfig,
+    ) -> anyhow::Result<Self> {
+        let cursor_path = state_dir.join(format!("journald-{index}.cursor"));
+        let cursor = match std::fs::read_to_string(&cursor_path) {
+            Ok(text) => Some(text.trim().to_owned()).filter(|c| !c.is_empty()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => anyhow::bail!("cannot read {}: {error}", cursor_path.display()),
+        };
+        Ok(Self {
+            config: config.clone(),
+            cursor_path,
+            cursor,
+            pipeline: LogPipeline::new(Format::JournaldJson, Timestamp::now(), 0, rules, engine),
+            name: format!("journald:{index}"),
+        })
+    }
+
+    fn spawn(&self) -> std::io::Result<Child> {
+        Command::new(&self.config.journalctl)
+            .args(arguments(&self.config, self.cursor.as_deref()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+    }
+
+    fn save_cursor(&self, health: &Health) {
+        if let Some(cursor) = &self.cursor
+            && let Err(error) = write_atomic(&self.cursor_path, cursor.as_bytes(), 0o600)
+        {
+            health.source_error(&self.name);
+            warn!(source = %self.name, %error, "cannot save the journal cursor");
+        }
+    }
+}
+
+/// Runs the source on the calling thread until `stop` is set.
+pub fn run(
+    mut source: JournaldSource,
+    signals: mpsc::Sender<Signal>,
+    health: Arc<Health>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    while !stop.load(Ordering::Relaxed) {
+        let mut child = match source.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                health.source_error(&source.name);
+                warn!(source = %source.name, %error, "cannot start journalctl");
+                sleep_unless_stopped(&stop, backoff);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        info!(source = %source.name, resume = source.cursor.is_some(), "journald source started");
+        let started = Instant::now();
+        // A reader thread turns journalctl's output into lines, so that this thread can
+        // notice `stop` even when the journal is quiet.
+        let (lines, received) = std_mpsc::sync_channel::<String>(1024);
+        let stdout = child.stdout.take();
+        let reader = std::thread::spawn(move || {
+            let Some(stdout) = stdout else { return };
+            let mut reader = BufReader::new(stdout);
+            let mut line = Vec::new();
+            while let Ok(Some(_)) = read_bounded_line(&mut reader, &mut line, MAX_ENTRY_BYTES) {
+                if lines
+                    .send(String::from_utf8_lossy(&line).into_owned())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let mut last_save = Instant::now();
+        let mut dirty = false;
+        loop {
+            match received.recv_timeout(Duration::from_millis(250)) {
+                Ok(line) => {
+                    if let Some((_, Some(cursor))) = journald::parse_with_cursor(&line) {
+                        source.cursor = Some(cursor.into_owned());
+                        dirty = true;
+                    }
+                    for signal in source.pipeline.line(&line) {
+                        if signals.blocking_send(signal).is_err() {
+                            let _ = child.kill();
+                            return;
+                        }
+                    }
+                }
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            for signal in source.pipeline.tick(Timestamp::now()) {
+                let _ = signals.blocking_send(signal);
+            }
+            if dirty && last_save.elapsed() >= CURSOR_SAVE {
+                source.save_cursor(&health);
+                (last_save, dirty) = (Instant::now(), false);
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let status = child.wait();
+        let _ = reader.join();
+        source.save_cursor(&health);
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut detail = String::new();
+        if let Some(mut stderr) = child.stderr.take() {
+            use std::io::Read;
+            let _ = (&mut stderr).take(4096).read_to_string(&mut detail);
+        }
+        health.source_error(&source.name);
+        warn!(source = %source.name, status = ?status.ok(), error = %detail.trim(), "journalctl exited; restarting");
+        if started.elapsed() > BACKOFF_MAX {
+            backoff = BACKOFF_MIN;
+        }
+        sleep_unless_stopped(&stop, backoff);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+    for signal in source.pipeline.flush() {
+        let _ = signals.blocking_send(signal);
+    }
+    info!(source = %source.name, "journald source stopped");
+}
+
+fn sleep_unless_stopped(stop: &AtomicBool, total: Duration) {
+    let until = Instant::now() + total;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_follow_the_configuration_and_the_cursor() {
+        let mut config: JournaldConfig =
+            toml::from_str("units = [\"ssh.service\"]\nidentifiers = [\"sudo\"]").expect("config");
+        assert_eq!(
+            arguments(&config, None),
+            [
+                "--follow",
+                "--output=json",
+                "--no-pager",
+                "--quiet",
+                "--lines=0",
+                "--unit=ssh.service",
+                "--identifier=sudo"
+            ]
+        );
+        config.files = vec![PathBuf::from("/tmp/x.journal")];
+        let args = arguments(&config, Some("s=abc;i=9"));
+        assert!(args.contains(&"--after-cursor=s=abc;i=9".to_owned()));
+        assert!(args.contains(&"--file=/tmp/x.journal".to_owned()));
+        config.start_at = crate::config::StartAt::Beginning;
+        assert!(arguments(&config, None).contains(&"--no-tail".to_owned()));
+    }
+}
