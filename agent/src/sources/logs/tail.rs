@@ -27,14 +27,23 @@
 //!   truncation are in neither file as far as we can know: they are lost by the very nature
 //!   of copytruncate. Lines written before the copy but not read yet are recovered from the
 //!   copy *if the copy matches one of the paths* (`app.log*`): a new file whose content is a
-//!   prefix of a followed file is held back as its copy, and when the original is
-//!   truncated the copy is read from where the original was. Without that, the copy would
-//!   be a new file read from its start: every line twice.
+//!   prefix of a followed file is held back as its copy (an empty new file too, until its
+//!   first bytes show whose copy it is, if anyone's), and when the original is truncated
+//!   the copy is read from where the original was; a copy that appears after the
+//!   truncation is recognised by the original's old fingerprint. Without that, the copy
+//!   would be a new file read from its start: every line twice.
 //!
 //! The price of recognising copies by content: two different files whose first
 //! `fingerprint_bytes` bytes are identical, one appearing after the other was truncated
 //! or closed, are taken for copies of each other. Raise `fingerprint_bytes` for logs that
-//! begin with a long fixed header.
+//! begin with a long fixed header. (A shorter fingerprint, of a file truncated before we
+//! had read `fingerprint_bytes` of it, is trusted for that only for a minute.)
+//!
+//! Known blind spots: a file truncated and rewritten, between two polls, past our position
+//! with the same first `fingerprint_bytes` bytes is taken for the same file; a file
+//! rotated out of the paths before any poll saw it is never read (rotation periods dwarf
+//! the poll interval); a rotated file still written to after `rotated_grace` loses those
+//! lines (the last line without newline is returned when it is closed).
 //!
 //! # Exactly once across restarts
 //!
@@ -46,7 +55,8 @@
 //! longer matches the paths is looked for by inode in the folder it was in, so a restart in
 //! the middle of a rotation does not lose the old file's last lines. Only at the very first
 //! start (no checkpoint file) do existing files begin at their end (`start_at_end`); every
-//! file found later was created after we started watching, so it is read from its start.
+//! file found later was created after we started watching, so it is read from its start
+//! (also an old file that a widened pattern now matches: it has no checkpoint either).
 //!
 //! The checkpoint file keeps the files currently open and, for `forget_after` (7 days by
 //! default) after they were last seen, files that have gone (deleted or rotated away): a
@@ -397,7 +407,12 @@ impl Watched {
 
     /// The next complete line (or cut over-long line), reading more as needed. The buffer never exceeds `max_line + READ_CHUNK` bytes:
     /// more is read only when it holds no newline and at most `max_line` bytes.
-    fn next_line(&mut self, scratch: &mut [u8], max_line: usize) -> io::Result<Next> {
+    fn next_line(
+        &mut self,
+        scratch: &mut [u8],
+        max_line: usize,
+        fingerprint_bytes: usize,
+    ) -> io::Result<Next> {
         loop {
             if let Some(found) = self.buffer[self.scanned..]
                 .iter()
@@ -447,14 +462,16 @@ impl Watched {
             }
             // Truncated (and rewritten past our position) between our look and this read?
             // Then these bytes are not the continuation of what we read: leave them to the
-            // next poll, which will see the truncation.
-            if self.fingerprint.len > 0
-                && !self
-                    .fingerprint
-                    .matches(&read_head(&self.file, self.fingerprint.len)?)
-            {
+            // next poll, which will see the truncation. Otherwise extend a short
+            // fingerprint over what the file now has, so that the identity we would
+            // remember if it were truncated covers what we have read.
+            let head = read_head(&self.file, fingerprint_bytes.max(self.fingerprint.len))?;
+            if !self.fingerprint.matches(&head) {
                 self.seen_size = u64::MAX;
                 return Ok(Next::Changed);
+            }
+            if head.len() > self.fingerprint.len {
+                self.fingerprint = Fingerprint::of(&head);
             }
             self.buffer.reserve_exact(read);
             self.buffer.extend_from_slice(&scratch[..read]);
@@ -771,10 +788,8 @@ impl Tailer {
             }
         }
         for (original, old) in truncated {
-            // Without a copy in sight, remember the old identity in case one appears
-            // (only a whole fingerprint is distinctive enough to recognise it by).
-            if self.release_copies(original, &old) == 0 && old.fingerprint.len == fingerprint_bytes
-            {
+            // Without a copy in sight, remember the old identity in case one appears.
+            if self.release_copies(original, &old) == 0 {
                 self.remember(old);
             }
         }
@@ -788,22 +803,38 @@ impl Tailer {
                 (Some(c), Some(o)) => copy_check(&c.file, o),
                 _ => CopyCheck::NotCopy,
             };
-            if check == CopyCheck::NotCopy
-                && let Some(watched) = self.watched.get_mut(&copy)
-            {
-                tracing::debug!(path = %watched.path, "not a copy after all; reading it from its start");
-                watched.copy_of = None;
-                watched.restart_at(0, false);
-                self.dirty = true;
+            if check != CopyCheck::NotCopy {
+                continue;
+            }
+            // Not a copy of a file read before either? An empty file is a prefix of
+            // every file: it may have been taken for a copy of the wrong one. Choose
+            // again now that it has content.
+            let Some(c) = self.watched.get(&copy) else {
+                continue;
+            };
+            let remembered = read_head(&c.file, self.config.fingerprint_bytes)
+                .ok()
+                .and_then(|head| self.find_remembered_copy(copy, &head));
+            let other = match remembered {
+                Some(_) => None,
+                None => self.find_original(&c.file),
+            };
+            match other {
+                Some(original) => {
+                    if let Some(watched) = self.watched.get_mut(&copy) {
+                        watched.copy_of = Some(original);
+                    }
+                }
+                None => self.not_a_copy(copy),
             }
         }
     }
 
     /// The original was truncated or closed at `from.offset`: its copies now hold the
     /// lines after that. The oldest copy resumes there, and its lines carry the original's
-    /// path; other copies of the same content are taken as read. A held-back file that no
-    /// longer starts like the original did (an empty new file that has since been written
-    /// to) was no copy: it is read from its start. Returns how many copies there were.
+    /// path; other copies of the same content are taken as read. A held-back file that does
+    /// not start like the original did (an empty new file that has since been written to)
+    /// was no copy of it: see [`Self::not_a_copy`]. Returns how many copies there were.
     fn release_copies(&mut self, original: FileId, from: &Remembered) -> usize {
         let mut copies: Vec<(u64, FileId)> = self
             .watched
@@ -814,6 +845,7 @@ impl Tailer {
         copies.sort();
         let fingerprint_bytes = self.config.fingerprint_bytes;
         let mut resumed = false;
+        let mut not_copies = Vec::new();
         for (_, id) in &copies {
             let Some(watched) = self.watched.get_mut(id) else {
                 continue;
@@ -838,8 +870,11 @@ impl Tailer {
                     }
                     tracing::debug!(path = %watched.path, offset = watched.consumed, "copy of a truncated log file; reading what was not read yet");
                 }
-                _ => watched.restart_at(0, false),
+                _ => not_copies.push(*id),
             }
+        }
+        for id in not_copies {
+            self.not_a_copy(id);
         }
         self.dirty |= !copies.is_empty();
         copies.len()
@@ -911,19 +946,41 @@ impl Tailer {
         if self.first_poll && !self.fresh {
             self.find_renamed(now);
         }
+        // A copy held back before the restart stays held back if its original is
+        // followed again. If the original did not resume (truncated while we were down),
+        // the copy holds its unread lines, from the original's checkpointed position.
+        let mut originals = HashSet::new();
         for (copy, original) in links {
+            if let Some(watched) = self.watched.get_mut(&copy) {
+                watched.copy_of = Some(original);
+                originals.insert(original);
+            }
+        }
+        for original in originals {
             if self
                 .watched
                 .get(&original)
                 .is_some_and(|o| o.copy_of.is_none())
-                && let Some(watched) = self.watched.get_mut(&copy)
             {
-                watched.copy_of = Some(original);
+                continue;
+            }
+            let position = self
+                .remembered
+                .iter()
+                .position(|r| r.id == original && !r.truncated);
+            if let Some(index) = position {
+                let from = self.remembered.swap_remove(index);
+                self.release_copies(original, &from);
+            } else {
+                for watched in self.watched.values_mut() {
+                    if watched.copy_of == Some(original) {
+                        watched.copy_of = None;
+                    }
+                }
             }
         }
 
         for candidate in unknown {
-            let fingerprint = Fingerprint::of(&candidate.head);
             if self.fresh {
                 let offset = if self.config.start_at_end {
                     candidate.size
@@ -933,20 +990,9 @@ impl Tailer {
                 self.follow(candidate, None, offset, false, None, true, now);
                 continue;
             }
-            if let Some(original) = self.find_original(&candidate.file) {
-                tracing::debug!(path = %candidate.path.display(), "new file is a copy of a followed file; held back");
-                self.follow(candidate, None, 0, false, Some(original), true, now);
-                continue;
-            }
-            let copied = (fingerprint.len == self.config.fingerprint_bytes)
-                .then(|| {
-                    self.remembered
-                        .iter()
-                        .position(|r| r.fingerprint == fingerprint && r.id != candidate.id)
-                })
-                .flatten();
-            if let Some(index) = copied {
-                let r = self.remembered.swap_remove(index);
+            // A copy of a file whose content is gone (truncated) first: that file may
+            // have been rewritten since, and look like the original of anything.
+            if let Some(r) = self.take_remembered_copy(candidate.id, &candidate.head) {
                 tracing::debug!(path = %candidate.path.display(), offset = r.offset, "new file is a copy of a file read before; resuming where that one was");
                 let offset = r.offset.min(candidate.size);
                 let skipping = r.skipping && r.offset <= candidate.size;
@@ -954,8 +1000,63 @@ impl Tailer {
                 self.follow(candidate, path, offset, skipping, None, true, now);
                 continue;
             }
+            if let Some(original) = self.find_original(&candidate.file) {
+                tracing::debug!(path = %candidate.path.display(), "new file is a copy of a followed file; held back");
+                self.follow(candidate, None, 0, false, Some(original), true, now);
+                continue;
+            }
             self.follow(candidate, None, 0, false, None, true, now);
         }
+    }
+
+    /// The position of a file read before that a new file starts like, which is then
+    /// taken for its copy (and the position consumed). A whole fingerprint is distinctive
+    /// enough for that at any time; a shorter one (of a file truncated when we had read
+    /// less than `fingerprint_bytes` of it) only within a minute or `rotated_grace`, when
+    /// a copy made by the same rotation would appear.
+    fn take_remembered_copy(&mut self, id: FileId, head: &[u8]) -> Option<Remembered> {
+        let index = self.find_remembered_copy(id, head)?;
+        self.dirty = true;
+        Some(self.remembered.swap_remove(index))
+    }
+
+    fn find_remembered_copy(&self, id: FileId, head: &[u8]) -> Option<usize> {
+        let window = self.config.rotated_grace.max(Duration::from_secs(60));
+        let now = unix_now();
+        self.remembered.iter().position(|r| {
+            r.id != id
+                && r.fingerprint.matches(head)
+                && (r.fingerprint.len == self.config.fingerprint_bytes
+                    || now.saturating_sub(r.seen) <= window.as_secs())
+        })
+    }
+
+    /// A held-back file turned out not to be a copy of the file it was held for: it is
+    /// either a copy of a file read before, or a file of its own, read from its start.
+    fn not_a_copy(&mut self, id: FileId) {
+        let head = match self.watched.get(&id) {
+            Some(watched) => read_head(&watched.file, self.config.fingerprint_bytes),
+            None => return,
+        };
+        let from = head
+            .ok()
+            .and_then(|head| self.take_remembered_copy(id, &head));
+        let Some(watched) = self.watched.get_mut(&id) else {
+            return;
+        };
+        watched.copy_of = None;
+        match from {
+            Some(r) => {
+                let size = watched.file.metadata().map(|m| m.len()).unwrap_or(0);
+                watched.restart_at(r.offset.min(size), r.skipping && r.offset <= size);
+                watched.path = r.path.as_str().into();
+            }
+            None => {
+                tracing::debug!(path = %watched.path, "not a copy after all; reading it from its start");
+                watched.restart_at(0, false);
+            }
+        }
+        self.dirty = true;
     }
 
     /// Follows a file at a checkpointed position (from its start if it has shrunk since).
@@ -1008,14 +1109,15 @@ impl Tailer {
 
     /// A followed file of which `file` holds a prefix (a copy being made or made), if any.
     fn find_original(&self, file: &File) -> Option<FileId> {
-        let mut originals: Vec<(u64, FileId)> = self
+        // The file written to last first: copies are made of active logs.
+        let mut originals: Vec<(std::cmp::Reverse<Instant>, u64, FileId)> = self
             .watched
             .iter()
             .filter(|(_, w)| w.copy_of.is_none())
-            .map(|(id, w)| (w.order, *id))
+            .map(|(id, w)| (std::cmp::Reverse(w.last_change), w.order, *id))
             .collect();
         originals.sort();
-        originals.into_iter().find_map(|(_, id)| {
+        originals.into_iter().find_map(|(_, _, id)| {
             let original = self.watched.get(&id)?;
             (copy_check(file, original) != CopyCheck::NotCopy).then_some(id)
         })
@@ -1094,6 +1196,7 @@ impl Tailer {
         let start = self.cursor % order.len();
         self.cursor = self.cursor.wrapping_add(1);
         let max_line = self.config.max_line_bytes;
+        let fingerprint_bytes = self.config.fingerprint_bytes;
         for index in 0..order.len() {
             let (_, id) = order[(start + index) % order.len()];
             let Some(watched) = self.watched.get_mut(&id) else {
@@ -1104,7 +1207,7 @@ impl Tailer {
             }
             let before = watched.consumed;
             while lines.len() < max_lines {
-                match watched.next_line(&mut self.scratch, max_line) {
+                match watched.next_line(&mut self.scratch, max_line, fingerprint_bytes) {
                     Ok(Next::Line(bytes, truncated)) => {
                         lines.push(to_line(&watched.path, bytes, truncated, &mut self.stats));
                     }
