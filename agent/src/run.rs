@@ -41,6 +41,25 @@ pub fn host_name() -> Option<String> {
         .filter(|name| !name.is_empty())
 }
 
+/// The body of a source thread: it runs until `stop` is set, sending what it finds.
+type SourceBody<S> = fn(S, mpsc::Sender<Signal>, Arc<Health>, Arc<AtomicBool>);
+
+/// Starts a source on a thread of its own, so that a slow or flooded source never delays
+/// another.
+fn spawn_source<S: Send + 'static>(
+    name: String,
+    source: S,
+    body: SourceBody<S>,
+    sender: &mpsc::Sender<Signal>,
+    health: &Arc<Health>,
+    stop: &Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let (sender, health, stop) = (sender.clone(), Arc::clone(health), Arc::clone(stop));
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || body(source, sender, health, stop))
+}
+
 /// Where signals go.
 enum Sink {
     Spool {
@@ -245,16 +264,14 @@ pub async fn run(
             engine.clone(),
         )
         .with_context(|| format!("opening log source {}", source_config.paths.join(", ")))?;
-        let (sender, health, stop) = (
-            sender.clone(),
-            Arc::clone(&health),
-            Arc::clone(&stop_sources),
-        );
-        source_threads.push(
-            std::thread::Builder::new()
-                .name(format!("log-source-{index}"))
-                .spawn(move || live::run(source, sender, health, stop))?,
-        );
+        source_threads.push(spawn_source(
+            format!("log-source-{index}"),
+            source,
+            live::run,
+            &sender,
+            &health,
+            &stop_sources,
+        )?);
     }
 
     for (index, journal_config) in config.sources.journald.iter().enumerate() {
@@ -265,16 +282,14 @@ pub async fn run(
             rules.clone(),
             engine.clone(),
         )?;
-        let (sender, health, stop) = (
-            sender.clone(),
-            Arc::clone(&health),
-            Arc::clone(&stop_sources),
-        );
-        source_threads.push(
-            std::thread::Builder::new()
-                .name(format!("journald-{index}"))
-                .spawn(move || journald::run(source, sender, health, stop))?,
-        );
+        source_threads.push(spawn_source(
+            format!("journald-{index}"),
+            source,
+            journald::run,
+            &sender,
+            &health,
+            &stop_sources,
+        )?);
     }
 
     let reporter = tokio::spawn(health_reporter(
