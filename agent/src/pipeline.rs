@@ -48,20 +48,23 @@ impl LogPipeline {
     /// Feeds one line (without its newline).
     pub fn line(&mut self, line: &str) -> Vec<Signal> {
         self.stats.lines += 1;
-        let event = match self.parser.parse(line) {
-            Some(Record::Log(record)) => events::from_log(&record),
-            Some(Record::Access(record)) => Some(events::from_access(&record)),
+        // The event borrows from the record, which borrows from the line: no copies.
+        match self.parser.parse(line) {
+            Some(Record::Log(record)) => match events::from_log(&record) {
+                Some(event) => {
+                    self.stats.events += 1;
+                    self.engine.process(&event)
+                }
+                None => Vec::new(),
+            },
+            Some(Record::Access(record)) => {
+                self.stats.events += 1;
+                self.engine.process(&events::from_access(&record))
+            }
             None => {
                 self.stats.unparsed += 1;
-                None
+                Vec::new()
             }
-        };
-        match event {
-            Some(event) => {
-                self.stats.events += 1;
-                self.engine.process(&event)
-            }
-            None => Vec::new(),
         }
     }
 

@@ -183,14 +183,14 @@ impl Series {
         self.last_seen = self.last_seen.max(event.at.0);
         if let Some(user) = &event.user {
             if self.users.len() < SERIES_SAMPLE_LIMIT {
-                self.users.insert(hasher.hash_one(user.as_str()));
+                self.users.insert(hasher.hash_one(user.as_ref()));
             }
-            self.last_user = Some(user.as_str().into());
+            self.last_user = Some(user.as_ref().into());
         }
         if let Some(path) = &event.path
             && self.paths.len() < SERIES_SAMPLE_LIMIT
         {
-            self.paths.insert(hasher.hash_one(path.as_str()));
+            self.paths.insert(hasher.hash_one(path.as_ref()));
         }
         if let Some(scanner) = event.scanner {
             self.extra.insert("scanner".into(), scanner.into());
@@ -676,7 +676,7 @@ mod tests {
         )
     }
 
-    fn event(kind: EventKind, minute: i64, source: &str, user: &str) -> Event {
+    fn event<'a>(kind: EventKind, minute: i64, source: &'a str, user: &'a str) -> Event<'a> {
         Event {
             kind: Some(kind),
             at: Timestamp(1_800_000_000 * NANOS_PER_SECOND + minute * MINUTE),

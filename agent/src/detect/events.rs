@@ -9,6 +9,7 @@
 //! Counting lines instead flags a third of the sources that tried once or twice.
 
 use crate::sources::logs::format::{AccessRecord, LogRecord};
+use std::borrow::Cow;
 use std::net::IpAddr;
 use vedetta_common::Timestamp;
 
@@ -43,24 +44,25 @@ impl EventKind {
     ];
 }
 
-/// One security-relevant event. Fields that do not apply are empty.
+/// One security-relevant event. Fields that do not apply are empty. Text fields borrow
+/// from the line where they can: events are made for every line, and most are forgotten.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Event {
+pub struct Event<'a> {
     pub kind: Option<EventKind>,
     pub at: Timestamp,
     /// How many attempts this event stands for (`message repeated 3 times`, `3 incorrect
     /// password attempts`).
     pub count: u32,
     /// The remote party as logged: an address, or a host name (old PAM `rhost=`).
-    pub source: Option<String>,
+    pub source: Option<Cow<'a, str>>,
     pub source_ip: Option<IpAddr>,
-    pub user: Option<String>,
+    pub user: Option<Cow<'a, str>>,
     pub invalid_user: bool,
     /// SSH authentication method, or the kind of account change.
-    pub method: Option<String>,
-    pub group: Option<String>,
+    pub method: Option<Cow<'a, str>>,
+    pub group: Option<Cow<'a, str>>,
     /// Web: the request target; sudo: the command.
-    pub path: Option<String>,
+    pub path: Option<Cow<'a, str>>,
     pub status: u16,
     /// Web: the scanner a user agent names (`nikto`, `sqlmap`, …).
     pub scanner: Option<&'static str>,
@@ -68,7 +70,7 @@ pub struct Event {
     pub exploit: Option<&'static str>,
 }
 
-impl Event {
+impl<'a> Event<'a> {
     fn new(kind: EventKind, at: Timestamp) -> Self {
         Self {
             kind: Some(kind),
@@ -78,11 +80,31 @@ impl Event {
         }
     }
 
-    fn with_source(mut self, source: &str) -> Self {
+    /// The same event, owning its text (to keep it beyond the line it came from).
+    pub fn into_owned(self) -> Event<'static> {
+        let own = |text: Option<Cow<'a, str>>| text.map(|t| Cow::Owned(t.into_owned()));
+        Event {
+            kind: self.kind,
+            at: self.at,
+            count: self.count,
+            source: own(self.source),
+            source_ip: self.source_ip,
+            user: own(self.user),
+            invalid_user: self.invalid_user,
+            method: own(self.method),
+            group: own(self.group),
+            path: own(self.path),
+            status: self.status,
+            scanner: self.scanner,
+            exploit: self.exploit,
+        }
+    }
+
+    fn with_source(mut self, source: &'a str) -> Self {
         let source = source.trim_matches(|c| c == '[' || c == ']');
         if !source.is_empty() {
             self.source_ip = source.parse().ok();
-            self.source = Some(source.to_owned());
+            self.source = Some(Cow::Borrowed(source));
         }
         self
     }
@@ -113,7 +135,7 @@ fn user_from(rest: &str) -> Option<(&str, &str)> {
     Some((user, source))
 }
 
-fn sshd(record: &LogRecord<'_>, count: u32, message: &str) -> Option<Event> {
+fn sshd<'a>(record: &LogRecord<'_>, count: u32, message: &'a str) -> Option<Event<'a>> {
     let at = record.time;
     if let Some(rest) = message.strip_prefix("Failed ") {
         let (method, rest) = rest.split_once(" for ")?;
@@ -124,17 +146,17 @@ fn sshd(record: &LogRecord<'_>, count: u32, message: &str) -> Option<Event> {
         let (user, source) = user_from(rest)?;
         let mut event = Event::new(EventKind::SshFailed, at).with_source(source);
         event.count = count;
-        event.user = Some(user.to_owned());
+        event.user = Some(Cow::Borrowed(user));
         event.invalid_user = invalid;
-        event.method = Some(method.to_owned());
+        event.method = Some(Cow::Borrowed(method));
         return Some(event);
     }
     if let Some(rest) = message.strip_prefix("Accepted ") {
         let (method, rest) = rest.split_once(" for ")?;
         let (user, source) = user_from(rest)?;
         let mut event = Event::new(EventKind::SshAccepted, at).with_source(source);
-        event.user = Some(user.to_owned());
-        event.method = Some(method.to_owned());
+        event.user = Some(Cow::Borrowed(user));
+        event.method = Some(Cow::Borrowed(method));
         return Some(event);
     }
     // `Invalid user X from ADDR [port P]`, and the forms newer OpenSSH logs when the
@@ -155,7 +177,7 @@ fn sshd(record: &LogRecord<'_>, count: u32, message: &str) -> Option<Event> {
         });
     if let Some((user, source)) = invalid {
         let mut event = Event::new(EventKind::SshInvalidUser, at).with_source(source);
-        event.user = Some(user.to_owned());
+        event.user = Some(Cow::Borrowed(user));
         return Some(event);
     }
     None
@@ -163,7 +185,7 @@ fn sshd(record: &LogRecord<'_>, count: u32, message: &str) -> Option<Event> {
 
 /// Old-style PAM logging (`sshd(pam_unix)[pid]: authentication failure; ... rhost=X user=Y`):
 /// the only record of each attempt on such systems.
-fn old_pam(record: &LogRecord<'_>, count: u32, message: &str) -> Option<Event> {
+fn old_pam<'a>(record: &LogRecord<'_>, count: u32, message: &'a str) -> Option<Event<'a>> {
     if !message.starts_with("authentication failure;") {
         return None;
     }
@@ -171,13 +193,13 @@ fn old_pam(record: &LogRecord<'_>, count: u32, message: &str) -> Option<Event> {
     if let Some(rhost) = word_after(message, "rhost=").filter(|r| !r.contains('=')) {
         event = event.with_source(rhost);
     }
-    event.user = word_after(message, " user=").map(str::to_owned);
+    event.user = word_after(message, " user=").map(Cow::Borrowed);
     event.count = count;
     event.method = Some("password".into());
     Some(event)
 }
 
-fn sudo(record: &LogRecord<'_>, message: &str) -> Option<Event> {
+fn sudo<'a>(record: &LogRecord<'_>, message: &'a str) -> Option<Event<'a>> {
     // `alice : 3 incorrect password attempts ; TTY=pts/0 ; ... ; COMMAND=/bin/sh`
     let (user, rest) = message.split_once(" : ")?;
     let user = user.trim();
@@ -198,8 +220,8 @@ fn sudo(record: &LogRecord<'_>, message: &str) -> Option<Event> {
     } else {
         return None;
     };
-    event.user = Some(user.to_owned());
-    event.path = command.map(str::to_owned);
+    event.user = Some(Cow::Borrowed(user));
+    event.path = command.map(Cow::Borrowed);
     Some(event)
 }
 
@@ -209,14 +231,20 @@ fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
     Some(&text[start..end])
 }
 
-fn account(record: &LogRecord<'_>, message: &str) -> Option<Event> {
-    let change = |action: &str, user: &str, group: Option<&str>| {
-        let mut event = Event::new(EventKind::AccountChanged, record.time);
-        event.method = Some(action.to_owned());
-        event.user = Some(user.to_owned());
-        event.group = group.map(str::to_owned);
+fn account<'a>(record: &LogRecord<'_>, message: &'a str) -> Option<Event<'a>> {
+    fn changed<'a>(
+        at: Timestamp,
+        action: &'static str,
+        user: &'a str,
+        group: Option<&'a str>,
+    ) -> Option<Event<'a>> {
+        let mut event = Event::new(EventKind::AccountChanged, at);
+        event.method = Some(Cow::Borrowed(action));
+        event.user = Some(Cow::Borrowed(user));
+        event.group = group.map(Cow::Borrowed);
         Some(event)
-    };
+    }
+    let change = |action, user, group| changed(record.time, action, user, group);
     match &*record.program {
         "useradd" => {
             let name = between(message, "new user: name=", ",")?;
@@ -258,7 +286,7 @@ fn account(record: &LogRecord<'_>, message: &str) -> Option<Event> {
 }
 
 /// The event a system log line stands for, if any.
-pub fn from_log(record: &LogRecord<'_>) -> Option<Event> {
+pub fn from_log<'a>(record: &'a LogRecord<'_>) -> Option<Event<'a>> {
     let (count, message) = repeated(&record.message);
     match &*record.program {
         // OpenSSH 9.8 moved per-connection logging to `sshd-session`.
@@ -278,9 +306,9 @@ fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Decodes `%xx` escapes once (attackers encode what they hide), lossily.
-fn percent_decoded(text: &str) -> std::borrow::Cow<'_, str> {
+fn percent_decoded(text: &str) -> Cow<'_, str> {
     if !text.contains('%') {
-        return std::borrow::Cow::Borrowed(text);
+        return Cow::Borrowed(text);
     }
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -300,7 +328,7 @@ fn percent_decoded(text: &str) -> std::borrow::Cow<'_, str> {
             i += 1;
         }
     }
-    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Exploit classes and the fragments that reveal them (matched case-insensitively in the
@@ -424,10 +452,15 @@ pub fn scanner(user_agent: &str) -> Option<&'static str> {
 }
 
 /// The event of one access log record.
-pub fn from_access(record: &AccessRecord<'_>) -> Event {
+pub fn from_access<'a>(record: &AccessRecord<'a>) -> Event<'a> {
     let mut event = Event::new(EventKind::WebRequest, record.time).with_source(record.client);
-    event.method = Some(record.method.to_owned());
-    event.path = Some(record.target.chars().take(512).collect());
+    event.method = Some(Cow::Borrowed(record.method));
+    let end = record
+        .target
+        .char_indices()
+        .nth(512)
+        .map_or(record.target.len(), |(at, _)| at);
+    event.path = Some(Cow::Borrowed(&record.target[..end]));
     event.status = record.status;
     event.scanner = scanner(record.user_agent);
     event.exploit = exploit_class(record.target, record.user_agent, record.referer);
@@ -437,7 +470,7 @@ pub fn from_access(record: &AccessRecord<'_>) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::borrow::Cow;
+    use Cow;
 
     fn log<'a>(program: &'a str, message: &'a str) -> LogRecord<'a> {
         LogRecord {
@@ -449,8 +482,8 @@ mod tests {
         }
     }
 
-    fn event(program: &str, message: &str) -> Option<Event> {
-        from_log(&log(program, message))
+    fn event(program: &str, message: &str) -> Option<Event<'static>> {
+        from_log(&log(program, message)).map(Event::into_owned)
     }
 
     #[test]

@@ -122,8 +122,8 @@ impl Field {
     }
 
     /// The field's value in `event`, as text.
-    pub fn text<'e>(self, event: &'e Event) -> Option<Cow<'e, str>> {
-        let borrowed = |value: &'e Option<String>| value.as_deref().map(Cow::Borrowed);
+    pub fn text<'e>(self, event: &'e Event<'_>) -> Option<Cow<'e, str>> {
+        let borrowed = |value: &'e Option<Cow<'_, str>>| value.as_deref().map(Cow::Borrowed);
         match self {
             Self::Source => borrowed(&event.source),
             Self::User => borrowed(&event.user),
