@@ -82,12 +82,19 @@ pub struct EngineStats {
     pub evicted_keys: u64,
 }
 
+/// A bucket number as stored (see `Window::buckets`).
+fn bucket_index(bucket: i64) -> u32 {
+    u32::try_from(bucket.max(0)).unwrap_or(u32::MAX)
+}
+
 /// The events of one key within one rule's window. Kept small: there is one per key per
 /// rule, and a flood of sources makes tens of thousands of them.
 #[derive(Debug, Default)]
 struct Window {
-    /// (bucket index, events), oldest first.
-    buckets: VecDeque<(i64, u32)>,
+    /// (bucket index, events), oldest first. Eight bytes a bucket: indices count buckets
+    /// of at least a second since the epoch, which fit in 32 bits until 2106 (earlier
+    /// times are clamped, see `bucket_index`).
+    buckets: VecDeque<(u32, u32)>,
     sum: u64,
     /// Keyed 64-bit hashes of the distinct values and when each was last seen
     /// (distinct rules only), bounded: the count is what matters, not the text.
@@ -102,7 +109,7 @@ impl Window {
     fn prune(&mut self, now_bucket: i64, bucket_nanos: i64) {
         let mut pruned = false;
         while let Some(&(bucket, count)) = self.buckets.front() {
-            if bucket > now_bucket - BUCKETS {
+            if i64::from(bucket) > now_bucket - BUCKETS {
                 break;
             }
             self.sum -= u64::from(count);
@@ -110,7 +117,7 @@ impl Window {
             pruned = true;
         }
         if pruned && let Some(&(bucket, _)) = self.buckets.front() {
-            self.first_seen = self.first_seen.max(bucket * bucket_nanos);
+            self.first_seen = self.first_seen.max(i64::from(bucket) * bucket_nanos);
         }
     }
 
@@ -123,8 +130,8 @@ impl Window {
         match self.buckets.back_mut() {
             // Out-of-order events land in the newest bucket: windows stay approximate
             // to one bucket, never unbounded.
-            Some(back) if back.0 >= bucket => back.1 = back.1.saturating_add(count32),
-            _ => self.buckets.push_back((bucket, count32)),
+            Some(back) if i64::from(back.0) >= bucket => back.1 = back.1.saturating_add(count32),
+            _ => self.buckets.push_back((bucket_index(bucket), count32)),
         }
         self.first_seen = self.first_seen.min(at);
         self.sum += count;
