@@ -455,6 +455,16 @@ impl Agent {
     }
 }
 
+/// A running collector with org `acme`, and an agent of `acme` enrolled with it (not
+/// started), configured with the test defaults plus `extra`.
+pub fn collector_and_agent(extra: &str) -> (Collector, Agent) {
+    let mut collector = Collector::init();
+    collector.add_org("acme");
+    collector.start();
+    let agent = Agent::enrolled(&collector, "acme", extra);
+    (collector, agent)
+}
+
 /// `count` distinct test signals.
 pub fn test_signals(count: usize, kind: &str) -> Vec<Signal> {
     use vedetta_common::{IndicatorType, Severity, Timestamp};

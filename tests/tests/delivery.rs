@@ -1,7 +1,9 @@
 //! Durable delivery, end to end: real collector and agent binaries, real QUIC on loopback,
 //! the real database file. Every signal arrives once, whatever crashes on the way.
 
-use vedetta_e2e::{Agent, Collector, assert_stored_once, test_signals, wait_until};
+use vedetta_e2e::{
+    Agent, Collector, assert_stored_once, collector_and_agent, test_signals, wait_until,
+};
 
 const KIND: &str = "e2e_test";
 
@@ -27,16 +29,6 @@ fn spooled_ids(agent: &Agent) -> std::collections::HashSet<vedetta_common::Signa
                 .id
         })
         .collect()
-}
-
-/// A running collector with org `acme`, and an agent of `acme` enrolled with it (not
-/// started), configured with the test defaults plus `extra`.
-fn collector_and_agent(extra: &str) -> (Collector, Agent) {
-    let mut collector = Collector::init();
-    collector.add_org("acme");
-    collector.start();
-    let agent = Agent::enrolled(&collector, "acme", extra);
-    (collector, agent)
 }
 
 #[test]
@@ -101,14 +93,8 @@ fn signals_produced_while_the_collector_is_down_arrive_after_it_returns() {
 
 #[test]
 fn collector_killed_mid_ingest_loses_no_acknowledged_signal_and_stores_none_twice() {
-    let mut collector = Collector::init();
-    collector.add_org("acme");
-    collector.start();
-    let mut agent = Agent::enrolled(
-        &collector,
-        "acme",
-        "[uplink]\nbatch_max_signals = 50\nmax_in_flight = 4\n",
-    );
+    let (mut collector, mut agent) =
+        collector_and_agent("[uplink]\nbatch_max_signals = 50\nmax_in_flight = 4\n");
     // Spool everything first, then let the agent stream it.
     collector.stop();
     let signals = test_signals(20_000, KIND);

@@ -6,7 +6,7 @@ use vedetta_collector::store::{SignalFilter, Store};
 use vedetta_common::protocol::{Batch, ErrorCode, Message};
 use vedetta_common::{AttributeValue, Severity, Signal, Timestamp};
 use vedetta_e2e::raw::{connect_as, exchange, runtime};
-use vedetta_e2e::{Agent, Collector, test_signals};
+use vedetta_e2e::{Agent, Collector, collector_and_agent, test_signals};
 
 const KIND: &str = "e2e_test";
 
@@ -60,10 +60,7 @@ fn resent_batches_are_acknowledged_as_duplicates_and_foreign_ids_are_refused() {
 
 #[test]
 fn invalid_signals_are_refused_and_every_query_keeps_working() {
-    let mut collector = Collector::init();
-    collector.add_org("acme");
-    collector.start();
-    let agent = Agent::enrolled(&collector, "acme", "");
+    let (mut collector, agent) = collector_and_agent("");
     let mut not_a_number = Signal::new(KIND, Severity::High, Timestamp::now());
     not_a_number
         .attributes

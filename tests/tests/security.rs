@@ -3,7 +3,9 @@
 
 use vedetta_common::protocol::ErrorCode;
 use vedetta_e2e::raw::{client, closed_by_collector, connect, runtime};
-use vedetta_e2e::{Agent, Collector, assert_stored_once, rss_kib, test_signals, wait_until};
+use vedetta_e2e::{
+    Agent, Collector, assert_stored_once, collector_and_agent, rss_kib, test_signals, wait_until,
+};
 
 const KIND: &str = "e2e_test";
 
@@ -127,10 +129,7 @@ fn connections_without_a_valid_certificate_are_refused_with_a_reason() {
 
 #[test]
 fn a_revoked_agent_is_disconnected_at_once_and_refused_from_then_on() {
-    let mut collector = Collector::init();
-    collector.add_org("acme");
-    collector.start();
-    let mut agent = Agent::enrolled(&collector, "acme", "");
+    let (mut collector, mut agent) = collector_and_agent("");
     agent.start();
     let before = test_signals(10, KIND);
     agent.emit(&before).expect("emit");
@@ -240,10 +239,7 @@ fn stalled_frames_and_oversized_batches_hold_no_memory_while_honest_agents_deliv
     use vedetta_common::protocol::{Batch, MAX_BATCH_SIGNALS, Message};
     use vedetta_e2e::raw::connect_as;
 
-    let mut collector = Collector::init();
-    collector.add_org("acme");
-    collector.start();
-    let mut honest = Agent::enrolled(&collector, "acme", "");
+    let (mut collector, mut honest) = collector_and_agent("");
     honest.start();
     let hostile = Agent::enrolled(&collector, "acme", "");
     let rss_before = rss_kib(collector.pid());

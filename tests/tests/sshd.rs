@@ -7,7 +7,7 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use vedetta_e2e::{Agent, Collector, wait_until};
+use vedetta_e2e::{collector_and_agent, wait_until};
 
 const USER: &str = "vedetta-e2e";
 const PASSWORD: &str = "Corr3ct-Horse-Battery";
@@ -149,20 +149,13 @@ fn a_real_sshd_attacked_with_wrong_passwords_reaches_the_collector_as_brute_forc
     let log = dir.path().join("sshd.log");
     let (_sshd, port) = start_sshd(dir.path(), &log);
 
-    let mut collector = Collector::init();
-    collector.add_org("acme");
-    collector.start();
     // Loopback is an internal address: this member opts in to sharing it so that the
     // test can check the address itself; user names stay pseudonymised.
-    let mut agent = Agent::enrolled(
-        &collector,
-        "acme",
-        &format!(
-            "[[sources.logs]]\npaths = [\"{}\"]\nformat = \"plain\"\nprogram = \"sshd\"\nstart_at = \"beginning\"\n\n\
+    let (mut collector, mut agent) = collector_and_agent(&format!(
+        "[[sources.logs]]\npaths = [\"{}\"]\nformat = \"plain\"\nprogram = \"sshd\"\nstart_at = \"beginning\"\n\n\
              [privacy]\nshare_internal_addresses = true\n",
-            log.display()
-        ),
-    );
+        log.display()
+    ));
     agent.start();
 
     for attempt in 0..12 {
