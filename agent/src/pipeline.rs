@@ -83,7 +83,7 @@ impl LogPipeline {
         self.engine.tick(now)
     }
 
-    pub fn flush(&mut self) -> Vec<Signal> {
+    pub fn flush(&mut self) -> impl Iterator<Item = Signal> + '_ {
         self.engine.flush()
     }
 

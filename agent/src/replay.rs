@@ -88,6 +88,6 @@ pub fn replay_with(
         pipeline.note_damage(truncated, invalid);
         write(signals)?;
     }
-    write(pipeline.flush())?;
+    pipeline.flush().try_for_each(&mut *emit)?;
     Ok(pipeline.stats())
 }

@@ -17,7 +17,7 @@
 
 use super::events::Event;
 use super::rules::{Aggregate, Field, Rule};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use vedetta_common::{AttributeValue, IndicatorType, Signal, SignalId, Timestamp};
 
@@ -46,6 +46,7 @@ impl std::hash::Hasher for KeyHasher {
 }
 
 type KeyMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
+type KeySet = HashSet<u64, std::hash::BuildHasherDefault<KeyHasher>>;
 
 /// A series is identified by its signal kind and its key's hash.
 type SeriesKey = (usize, u64);
@@ -82,23 +83,28 @@ pub struct EngineStats {
     pub evicted_keys: u64,
 }
 
-/// A bucket number as stored (see `Window::buckets`).
+/// A bucket number as stored (see `Window::newest`).
 fn bucket_index(bucket: i64) -> u32 {
     u32::try_from(bucket.max(0)).unwrap_or(u32::MAX)
 }
 
-/// The events of one key within one rule's window. Kept small: there is one per key per
-/// rule, and a flood of sources makes tens of thousands of them.
+/// The events of one key within one rule's window. Kept small and free of heap
+/// allocations: there is one per key per rule, and a flood of sources makes tens of
+/// thousands of them.
 #[derive(Debug, Default)]
 struct Window {
-    /// (bucket index, events), oldest first. Eight bytes a bucket: indices count buckets
-    /// of at least a second since the epoch, which fit in 32 bits until 2106 (earlier
-    /// times are clamped, see `bucket_index`).
-    buckets: VecDeque<(u32, u32)>,
+    /// Events per bucket, in a ring indexed by bucket number modulo `BUCKETS`: the slots
+    /// of buckets that left the window are zeroed as time moves on (see `advance`).
+    counts: [u32; BUCKETS as usize],
+    /// The newest bucket's number. Buckets last at least a second and are counted since
+    /// the epoch, so this fits in 32 bits until 2106 (earlier times are clamped, see
+    /// `bucket_index`).
+    newest: u32,
+    /// Sum of `counts`.
     sum: u64,
     /// Keyed 64-bit hashes of the distinct values and when each was last seen
     /// (distinct rules only), bounded: the count is what matters, not the text.
-    values: HashMap<u64, i64>,
+    values: Option<Box<KeyMap<i64>>>,
     /// The first event still in the window (exact until its bucket expires, then the
     /// start of the oldest bucket).
     first_seen: i64,
@@ -106,44 +112,70 @@ struct Window {
 }
 
 impl Window {
-    fn prune(&mut self, now_bucket: i64, bucket_nanos: i64) {
-        let mut pruned = false;
-        while let Some(&(bucket, count)) = self.buckets.front() {
-            if i64::from(bucket) > now_bucket - BUCKETS {
-                break;
+    fn slot(bucket: i64) -> usize {
+        bucket.rem_euclid(BUCKETS) as usize
+    }
+
+    /// Moves the window's end to `now_bucket`, forgetting the buckets that leave it.
+    fn advance(&mut self, now_bucket: i64, bucket_nanos: i64) {
+        let newest = i64::from(self.newest);
+        if now_bucket <= newest {
+            return;
+        }
+        if self.sum > 0 {
+            // The slots of the buckets entering the window are those of the buckets
+            // leaving it.
+            let mut pruned = false;
+            for bucket in (newest + 1..=now_bucket).take(BUCKETS as usize) {
+                let count = std::mem::take(&mut self.counts[Self::slot(bucket)]);
+                self.sum -= u64::from(count);
+                pruned |= count > 0;
             }
-            self.sum -= u64::from(count);
-            self.buckets.pop_front();
-            pruned = true;
+            if pruned && let Some(oldest) = self.oldest_bucket(now_bucket) {
+                self.first_seen = self.first_seen.max(oldest.saturating_mul(bucket_nanos));
+            }
         }
-        if pruned && let Some(&(bucket, _)) = self.buckets.front() {
-            self.first_seen = self.first_seen.max(i64::from(bucket) * bucket_nanos);
-        }
+        self.newest = bucket_index(now_bucket);
+    }
+
+    /// The oldest bucket that still holds events, if any.
+    fn oldest_bucket(&self, now_bucket: i64) -> Option<i64> {
+        (now_bucket - BUCKETS + 1..=now_bucket).find(|&bucket| self.counts[Self::slot(bucket)] > 0)
     }
 
     fn add(&mut self, at: i64, bucket: i64, count: u64, bucket_nanos: i64) {
-        self.prune(bucket, bucket_nanos);
-        let count32 = u32::try_from(count).unwrap_or(u32::MAX);
-        if self.buckets.is_empty() {
+        self.advance(bucket, bucket_nanos);
+        if self.sum == 0 {
+            // Empty (new, or everything left the window): the window starts here.
             self.first_seen = at;
+            self.newest = bucket_index(bucket);
         }
-        match self.buckets.back_mut() {
-            // Out-of-order events land in the newest bucket: windows stay approximate
-            // to one bucket, never unbounded.
-            Some(back) if i64::from(back.0) >= bucket => back.1 = back.1.saturating_add(count32),
-            _ => self.buckets.push_back((bucket_index(bucket), count32)),
-        }
+        // Out-of-order events land in the newest bucket: windows stay approximate to one
+        // bucket, never unbounded.
+        let slot = &mut self.counts[Self::slot(i64::from(self.newest))];
+        let before = *slot;
+        *slot = slot.saturating_add(u32::try_from(count).unwrap_or(u32::MAX));
+        self.sum += u64::from(*slot - before);
         self.first_seen = self.first_seen.min(at);
-        self.sum += count;
         self.last_seen = self.last_seen.max(at);
     }
 
+    /// Forgets every event (a success consumes the failures before it).
+    fn clear(&mut self) {
+        self.counts = [0; BUCKETS as usize];
+        self.sum = 0;
+    }
+
     fn first_seen(&self) -> i64 {
-        if self.buckets.is_empty() {
+        if self.sum == 0 {
             self.last_seen
         } else {
             self.first_seen
         }
+    }
+
+    fn values(&self) -> impl Iterator<Item = (&u64, &i64)> {
+        self.values.iter().flat_map(|values| values.iter())
     }
 }
 
@@ -167,10 +199,10 @@ struct Series {
     last_emit: i64,
     updates: u32,
     series_id: Option<SignalId>,
-    /// Distinct users, paths… seen by the series (bounded), for the signal's figures.
-    /// Keyed hashes of the distinct users and paths seen (bounded).
-    users: std::collections::HashSet<u64>,
-    paths: std::collections::HashSet<u64>,
+    /// Keyed hashes of the distinct users and paths seen by the series (bounded), for
+    /// the signal's figures.
+    users: KeySet,
+    paths: KeySet,
     /// The account named by the latest event (a login after failures names it).
     last_user: Option<Box<str>>,
     extra: BTreeMap<String, AttributeValue>,
@@ -393,18 +425,19 @@ impl Engine {
                 Aggregate::Distinct => {
                     window.add(at, bucket, count, bucket_nanos);
                     let cap = (threshold as usize).saturating_mul(2).max(256);
+                    let values = window.values.get_or_insert_default();
                     if let Some(value) = value_hash
-                        && (window.values.len() < cap || window.values.contains_key(&value))
+                        && (values.len() < cap || values.contains_key(&value))
                     {
-                        window.values.insert(value, at);
+                        values.insert(value, at);
                     }
                     // Values seen before the window no longer count. Checked only when
                     // the count could matter, so that the common case stays cheap.
-                    if window.values.len() as u64 >= threshold || window.values.len() >= cap {
+                    if values.len() as u64 >= threshold || values.len() >= cap {
                         let horizon = at - window_nanos;
-                        window.values.retain(|_, seen| *seen >= horizon);
+                        values.retain(|_, seen| *seen >= horizon);
                     }
-                    let distinct_values = window.values.len() as u64;
+                    let distinct_values = values.len() as u64;
                     let average_ok = max_per_value.is_none_or(|max| {
                         distinct_values > 0 && window.sum as f64 / distinct_values as f64 <= max
                     });
@@ -415,12 +448,11 @@ impl Engine {
                     )
                 }
                 Aggregate::After => {
-                    window.prune(bucket, bucket_nanos);
+                    window.advance(bucket, bucket_nanos);
                     let failures = window.sum;
                     // A success consumes the failures before it: someone who mistypes,
                     // then logs in, then mistypes again later never adds up to an attack.
-                    window.buckets.clear();
-                    window.sum = 0;
+                    window.clear();
                     (failures >= threshold, failures, at)
                 }
             };
@@ -509,7 +541,10 @@ impl Engine {
                 {
                     series.count = window.sum;
                     // What the rule counted, so that the signal's figures are exact.
-                    let counted = window.values.keys().copied().take(SERIES_SAMPLE_LIMIT);
+                    let counted = window
+                        .values()
+                        .map(|(value, _)| *value)
+                        .take(SERIES_SAMPLE_LIMIT);
                     match distinct {
                         Some(Field::User) => series.users.extend(counted),
                         Some(Field::Path) => series.paths.extend(counted),
@@ -624,23 +659,19 @@ impl Engine {
         out
     }
 
-    /// End of input (replay): reports every series' final state.
-    pub fn flush(&mut self) -> Vec<Signal> {
-        // In the order of kind and key text, so that a replay's output is deterministic.
-        let mut keys: Vec<(SeriesKey, Box<str>)> = self
-            .series
-            .iter()
-            .map(|(k, s)| (*k, s.key.clone()))
-            .collect();
-        keys.sort_by(|a, b| (a.0.0, &a.1).cmp(&(b.0.0, &b.1)));
-        let keys = keys.into_iter().map(|(key, _)| key);
-        let mut out = Vec::new();
-        for key in keys {
-            if let Some(series) = self.series.remove(&key) {
-                out.extend(self.final_update(series));
-            }
+    /// End of input (replay, shutdown): reports every series' final state, one signal at
+    /// a time, in the order of kind and key text so that a replay's output is
+    /// deterministic. The windows are freed first: no new event can cross a threshold.
+    pub fn flush(&mut self) -> impl Iterator<Item = Signal> + '_ {
+        for state in &mut self.states {
+            state.windows = KeyMap::default();
         }
-        out
+        let mut keys: Vec<SeriesKey> = self.series.keys().copied().collect();
+        keys.sort_by(|a, b| (a.0, &self.series[a].key).cmp(&(b.0, &self.series[b].key)));
+        keys.into_iter().filter_map(move |key| {
+            let series = self.series.remove(&key)?;
+            self.final_update(series)
+        })
     }
 }
 
@@ -694,6 +725,29 @@ mod tests {
             method: Some("password".into()),
             ..Event::default()
         }
+    }
+
+    #[test]
+    fn a_window_forgets_what_leaves_it_and_restarts_when_emptied() {
+        let bucket_nanos = MINUTE; // a 16-minute window
+        let mut window = Window::default();
+        for minute in [0, 1, 1, 5] {
+            window.add(minute * MINUTE, minute, 1, bucket_nanos);
+        }
+        assert_eq!((window.sum, window.first_seen()), (4, 0));
+        // Minute 16: the bucket of minute 0 leaves; the first event still in is at 1.
+        window.add(16 * MINUTE, 16, 1, bucket_nanos);
+        assert_eq!((window.sum, window.first_seen()), (4, MINUTE));
+        // Out of order: counted in the newest bucket, first_seen stays exact.
+        window.add(15 * MINUTE, 15, 1, bucket_nanos);
+        assert_eq!(window.sum, 5);
+        // An hour later everything has left: the window starts again at the new event.
+        window.add(80 * MINUTE, 80, 2, bucket_nanos);
+        assert_eq!((window.sum, window.first_seen()), (2, 80 * MINUTE));
+        assert_eq!(window.counts.iter().map(|c| u64::from(*c)).sum::<u64>(), 2);
+        // Floods saturate a bucket instead of overflowing, and the sum agrees.
+        window.add(80 * MINUTE, 80, u64::MAX, bucket_nanos);
+        assert_eq!(window.sum, u64::from(u32::MAX));
     }
 
     #[test]

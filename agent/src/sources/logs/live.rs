@@ -93,7 +93,7 @@ impl LogSource {
     }
 
     /// The final state of every open series (at shutdown).
-    pub fn flush(&mut self) -> Vec<Signal> {
+    pub fn flush(&mut self) -> impl Iterator<Item = Signal> + '_ {
         self.pipeline.flush()
     }
 
