@@ -93,30 +93,51 @@ fn stop(child: &mut std::process::Child) {
     assert!(child.wait().expect("wait").success());
 }
 
-#[test]
-fn journal_entries_are_read_once_across_restarts() {
-    if !Path::new(JOURNAL_REMOTE).exists() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must have systemd-journal-remote"
-        );
-        eprintln!("skipped: {JOURNAL_REMOTE} not installed");
-        return;
+/// Whether systemd-journal-remote is there; under `CI=true` its absence is a failure.
+fn journal_remote_installed() -> bool {
+    if Path::new(JOURNAL_REMOTE).exists() {
+        return true;
     }
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI must have systemd-journal-remote"
+    );
+    eprintln!("skipped: {JOURNAL_REMOTE} not installed");
+    false
+}
+
+/// A directory holding a journal of twelve failed passwords from `source`.
+fn journal_with_attacker(source: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let journals = dir.path().join("journal");
     std::fs::create_dir(&journals).expect("journal dir");
-    write_journal(&journals.join("first.journal"), "203.0.113.66", 12, 1);
-    let config = dir.path().join("agent.toml");
+    write_journal(&journals.join("first.journal"), source, 12, 1);
+    (dir, journals)
+}
+
+/// An agent configuration following the journal directory `journals` (sshd entries,
+/// from the beginning), plus `extra` lines for the journald section.
+fn write_config(dir: &Path, journals: &Path, extra: &str) -> std::path::PathBuf {
+    let config = dir.join("agent.toml");
     std::fs::write(
         &config,
         format!(
             "state_dir = \"state\"\n[health]\ninterval = \"1h\"\n[privacy]\nshare_internal_addresses = true\n\
-             [[sources.journald]]\ndirectory = \"{}\"\nidentifiers = [\"sshd\"]\nstart_at = \"beginning\"\n",
+             [[sources.journald]]\ndirectory = \"{}\"\nidentifiers = [\"sshd\"]\nstart_at = \"beginning\"\n{extra}",
             journals.display()
         ),
     )
     .expect("config");
+    config
+}
+
+#[test]
+fn journal_entries_are_read_once_across_restarts() {
+    if !journal_remote_installed() {
+        return;
+    }
+    let (dir, journals) = journal_with_attacker("203.0.113.66");
+    let config = write_config(dir.path(), &journals, "");
 
     let (mut agent, signals) = start(&config);
     let seen = wait_for(&signals, "ssh_bruteforce", "203.0.113.66");
@@ -135,6 +156,62 @@ fn journal_entries_are_read_once_across_restarts() {
     assert!(
         seen.iter()
             .all(|s| s["indicators"][0]["value"] != "203.0.113.66"),
+        "{seen:?}"
+    );
+    stop(&mut agent);
+}
+
+#[test]
+fn journalctl_is_restarted_from_the_cursor_when_it_exits() {
+    if !journal_remote_installed() {
+        return;
+    }
+    let (dir, journals) = journal_with_attacker("203.0.113.88");
+    // The real journalctl, cut off after two seconds every time it runs (as when it
+    // crashes or the journal is rotated under it); each start is recorded with its
+    // arguments.
+    let starts = dir.path().join("starts.log");
+    let wrapper = dir.path().join("journalctl");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\nexec timeout 2 journalctl \"$@\"\n",
+            starts.display()
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let config = write_config(
+        dir.path(),
+        &journals,
+        &format!("journalctl = \"{}\"\n", wrapper.display()),
+    );
+
+    let (mut agent, signals) = start(&config);
+    wait_for(&signals, "ssh_bruteforce", "203.0.113.88");
+    let restarted = || {
+        std::fs::read_to_string(&starts)
+            .unwrap_or_default()
+            .lines()
+            .filter(|args| args.contains("--after-cursor="))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while restarted() == 0 {
+        assert!(Instant::now() < deadline, "journalctl was not restarted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Entries written after the cut are read by the restarted journalctl, and the first
+    // attacker's entries are not read a second time.
+    write_journal(&journals.join("second.journal"), "203.0.113.99", 12, 100);
+    let seen = wait_for(&signals, "ssh_bruteforce", "203.0.113.99");
+    assert!(
+        seen.iter()
+            .all(|s| s["indicators"][0]["value"] != "203.0.113.88"),
         "{seen:?}"
     );
     stop(&mut agent);

@@ -122,11 +122,15 @@ impl JournaldSource {
     }
 
     fn spawn(&self) -> std::io::Result<Child> {
+        use std::os::unix::process::CommandExt as _;
         Command::new(&self.config.journalctl)
             .args(arguments(&self.config, self.cursor.as_deref()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so that stopping it also stops whatever it started
+            // (a wrapper script's journalctl would otherwise keep our pipe open).
+            .process_group(0)
             .spawn()
     }
 
@@ -189,7 +193,8 @@ pub fn run(
                     }
                     for signal in source.pipeline.line(&line) {
                         if signals.blocking_send(signal).is_err() {
-                            let _ = child.kill();
+                            stop_group(&mut child);
+                            let _ = child.wait();
                             return;
                         }
                     }
@@ -208,9 +213,20 @@ pub fn run(
                 break;
             }
         }
-        let _ = child.kill();
+        stop_group(&mut child);
         let status = child.wait();
-        let _ = reader.join();
+        // The reader ends when the pipe closes, which the group's end makes sure of; a
+        // process that left the group could keep it open, so the wait is bounded.
+        drop(received);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !reader.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if reader.is_finished() {
+            let _ = reader.join();
+        } else {
+            warn!(source = %source.name, "journalctl's output is still open after it ended");
+        }
         source.save_cursor(&health);
         if stop.load(Ordering::Relaxed) {
             break;
@@ -232,6 +248,18 @@ pub fn run(
         let _ = signals.blocking_send(signal);
     }
     info!(source = %source.name, "journald source stopped");
+}
+
+/// Kills journalctl and everything in its process group.
+fn stop_group(child: &mut Child) {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+    match i32::try_from(child.id()) {
+        Ok(pid) if killpg(Pid::from_raw(pid), Signal::SIGKILL).is_ok() => {}
+        _ => {
+            let _ = child.kill();
+        }
+    }
 }
 
 fn sleep_unless_stopped(stop: &AtomicBool, total: Duration) {
