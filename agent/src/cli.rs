@@ -6,7 +6,7 @@ use crate::state::{Enrollment, StateLock, StatePaths};
 use crate::uplink::UplinkStatus;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use std::io::BufRead;
+use std::io::{BufRead, Write as _};
 use std::path::{Path, PathBuf};
 use vedetta_common::{Signal, Timestamp};
 
@@ -55,6 +55,13 @@ pub enum Command {
         /// All sources live, signals printed as NDJSON, nothing sent (no enrollment needed).
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Scan the watched files (`[sources.files]`) once, in the foreground: the first time
+    /// it builds the baseline (like `aide --init`), later it prints what changed since as
+    /// NDJSON and records it. Prints the scan's figures as JSON on stderr.
+    Scan {
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Check the configuration file and report what is wrong, with line numbers.
     CheckConfig {
@@ -145,12 +152,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }))
         }
+        Command::Scan { config } => scan_files(&load(&config)?),
         Command::CheckConfig { config: path } => {
             let config = load(&path)?;
             let rules =
                 crate::detect::rules::load(config.rules_dir.as_deref()).map_err(rule_errors)?;
+            let file_rules =
+                crate::detect::files::load(config.rules_dir.as_deref()).map_err(rule_errors)?;
+            if let Some(files) = &config.sources.files {
+                for pattern in &files.exclude {
+                    glob::Pattern::new(pattern).map_err(|e| {
+                        anyhow::anyhow!("sources.files.exclude: invalid pattern {pattern:?}: {e}")
+                    })?;
+                }
+            }
             println!("{}: configuration OK", path.display());
             println!("  rules: {} in force", rules.len());
+            println!("  file path classes: {}", file_rules.classes.len());
             println!("  state directory: {}", config.state_dir.display());
             let enrolled = StatePaths::new(&config.state_dir).enrollment.exists();
             println!(
@@ -290,6 +308,55 @@ fn status(config: &AgentConfig, format: Format) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `scan`: one file-integrity scan in the foreground.
+fn scan_files(config: &AgentConfig) -> anyhow::Result<()> {
+    let files = config
+        .sources
+        .files
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no [sources.files] in the configuration"))?;
+    let paths = StatePaths::new(&config.state_dir);
+    vedetta_common::files::create_private_dir(&paths.dir)?;
+    let rules = crate::detect::files::load(config.rules_dir.as_deref()).map_err(rule_errors)?;
+    let mut source = crate::sources::files::FileSource::open(files, &paths.dir, rules)?;
+    let started = std::time::Instant::now();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut failed = None;
+    let (action, stats) = if source.has_baseline()? {
+        let mut print = |signal: Signal| {
+            if failed.is_none() {
+                failed = serde_json::to_writer(&mut out, &signal)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| out.write_all(b"\n"))
+                    .err();
+            }
+        };
+        let stats = source.scan_all(&mut print)?;
+        // Summaries and bursts are complete at the end of a one-off scan.
+        for signal in source.tick(Timestamp(i64::MAX / 2)) {
+            print(signal);
+        }
+        ("scanned", stats)
+    } else {
+        ("built", source.build()?)
+    };
+    if let Some(error) = failed {
+        return Err(error.into());
+    }
+    out.flush()?;
+    eprintln!(
+        "{}",
+        serde_json::json!({
+            "baseline": action,
+            "entries": stats.entries,
+            "hashed_bytes": stats.hashed_bytes,
+            "unreadable": stats.unreadable,
+            "seconds": started.elapsed().as_secs_f64(),
+        })
+    );
     Ok(())
 }
 

@@ -43,6 +43,9 @@ pub struct SourcesSection {
     /// The systemd journal (`[[sources.journald]]`).
     #[serde(default)]
     pub journald: Vec<crate::sources::journald::JournaldConfig>,
+    /// File integrity and ransomware (`[sources.files]`).
+    #[serde(default)]
+    pub files: Option<crate::sources::files::FilesConfig>,
 }
 
 /// One group of log files of one format.

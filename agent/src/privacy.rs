@@ -32,6 +32,9 @@ pub struct PrivacyConfig {
     /// Send private and internal addresses in clear (default: pseudonyms).
     #[serde(default)]
     pub share_internal_addresses: bool,
+    /// Send file paths in clear (default: their class and a pseudonym).
+    #[serde(default)]
+    pub share_file_paths: bool,
     /// More networks to treat as internal, e.g. the member's own public ranges
     /// (`["198.51.100.0/24"]`). Private, loopback and link-local ranges always are.
     #[serde(default)]
@@ -109,6 +112,9 @@ pub enum PrivacyError {
     #[error("{0}")]
     Config(String),
 }
+
+/// Attributes that hold file paths (see `detect::files`).
+const PATH_ATTRIBUTES: &[&str] = &["path", "from_path", "sample_path"];
 
 /// The filter, with its key.
 pub struct PrivacyFilter {
@@ -244,6 +250,15 @@ impl PrivacyFilter {
                     indicator.value = self.pseudonym("host", &indicator.value);
                 }
                 _ => {}
+            }
+        }
+        if !self.config.share_file_paths {
+            for name in PATH_ATTRIBUTES {
+                if let Some(vedetta_common::AttributeValue::Text(path)) =
+                    signal.attributes.get_mut(*name)
+                {
+                    *path = self.pseudonym("path", path);
+                }
             }
         }
         signal.host = self.host.as_ref().map(|host| {

@@ -7,6 +7,7 @@ use crate::config::AgentConfig;
 use crate::detect::engine::EngineConfig;
 use crate::health::Health;
 use crate::privacy::PrivacyFilter;
+use crate::sources::files::{self, FileSource};
 use crate::sources::journald::{self, JournaldSource};
 use crate::sources::logs::live::{self, LogSource};
 use crate::spool::{Spool, SpoolStats};
@@ -286,6 +287,23 @@ pub async fn run(
             format!("journald-{index}"),
             source,
             journald::run,
+            &sender,
+            &health,
+            &stop_sources,
+        )?);
+    }
+
+    if let Some(files_config) = &config.sources.files {
+        let file_rules =
+            crate::detect::files::load(config.rules_dir.as_deref()).map_err(|errors| {
+                let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                anyhow::anyhow!("invalid file rules:\n{}", lines.join("\n"))
+            })?;
+        let source = FileSource::open(files_config, &paths.dir, file_rules)?;
+        source_threads.push(spawn_source(
+            "files".into(),
+            source,
+            files::run,
             &sender,
             &health,
             &stop_sources,

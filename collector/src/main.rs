@@ -21,6 +21,8 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        // Colours for people at a terminal, plain text for journald and log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match vedetta_collector::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

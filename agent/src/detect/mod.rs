@@ -4,4 +4,5 @@
 
 pub mod engine;
 pub mod events;
+pub mod files;
 pub mod rules;

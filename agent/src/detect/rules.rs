@@ -20,6 +20,10 @@ pub const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../rules/system.toml"),
     ),
     ("built-in/web.toml", include_str!("../../rules/web.toml")),
+    (
+        "built-in/files.toml",
+        include_str!("../../rules/files.toml"),
+    ),
 ];
 
 /// A mistake in a rules file, located.
@@ -48,6 +52,15 @@ pub enum Aggregate {
 struct RuleFile {
     #[serde(default)]
     rule: Vec<Spanned<RuleSpec>>,
+    // File-integrity sections, read (and checked) by `detect::files`.
+    #[serde(default, rename = "path_class")]
+    _path_class: Vec<toml::Value>,
+    #[serde(rename = "webshell")]
+    _webshell: Option<toml::Value>,
+    #[serde(rename = "ransomware")]
+    _ransomware: Option<toml::Value>,
+    #[serde(rename = "file_limits")]
+    _file_limits: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,7 +266,7 @@ fn attribute(value: &toml::Value) -> Result<AttributeValue, String> {
 }
 
 /// 1-based line of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())]
         .bytes()
         .filter(|b| *b == b'\n')
@@ -431,8 +444,9 @@ fn compile(spec: RuleSpec, at: usize) -> Result<Rule, Located> {
     })
 }
 
-/// The rules in force: the built-ins, then every `*.toml` of `dir` in name order.
-pub fn load(dir: Option<&Path>) -> Result<Vec<Rule>, Vec<RuleError>> {
+/// The rules files in force, as (name, text): the built-ins, then every `*.toml` of `dir`
+/// in name order.
+pub fn rule_sources(dir: Option<&Path>) -> Result<Vec<(String, String)>, Vec<RuleError>> {
     let mut sources: Vec<(String, String)> = BUILT_IN
         .iter()
         .map(|(name, text)| ((*name).to_owned(), (*text).to_owned()))
@@ -462,6 +476,12 @@ pub fn load(dir: Option<&Path>) -> Result<Vec<Rule>, Vec<RuleError>> {
             sources.push((path.display().to_string(), text));
         }
     }
+    Ok(sources)
+}
+
+/// The log rules in force: the built-ins, then every `*.toml` of `dir` in name order.
+pub fn load(dir: Option<&Path>) -> Result<Vec<Rule>, Vec<RuleError>> {
+    let sources = rule_sources(dir)?;
     let mut rules: Vec<Rule> = Vec::new();
     let mut errors = Vec::new();
     for (file, text) in &sources {

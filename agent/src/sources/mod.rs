@@ -2,5 +2,6 @@
 //! events for the detectors: log files and their formats (`logs`), and the systemd
 //! journal (`journald`).
 
+pub mod files;
 pub mod journald;
 pub mod logs;

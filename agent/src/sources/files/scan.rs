@@ -1,0 +1,422 @@
+//! Looking at files: one entry's state ([`inspect`]: metadata, SHA-256, entropy), and a
+//! subtree compared with the baseline ([`reconcile`]): a sorted walk merged with the
+//! baseline's sorted rows, the hashing spread over a few low-priority threads.
+
+use super::baseline::{Baseline, BaselineError, EntryKind, FileState, key};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+/// The entropy of a file is measured on its first bytes: enough to tell text from
+/// ciphertext, cheap for huge files.
+pub const ENTROPY_SAMPLE: usize = 64 * 1024;
+/// Below this many bytes an entropy estimate is too noisy to mean anything.
+pub const ENTROPY_MIN_BYTES: u64 = 512;
+const READ_BUFFER: usize = 256 * 1024;
+
+/// How to look at files.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    /// Regular files larger than this are not hashed (metadata only).
+    pub hash_max_bytes: u64,
+    /// Threads hashing at once during a scan.
+    pub hash_threads: usize,
+    /// Paths (and everything under them) that are not looked at.
+    pub excludes: Vec<glob::Pattern>,
+    /// Stay on the file system of each root (never wander into /proc or a mount).
+    pub one_file_system: bool,
+}
+
+impl ScanOptions {
+    pub fn excluded(&self, path: &Path) -> bool {
+        crate::detect::files::matches_any(&self.excludes, path)
+    }
+}
+
+/// Shannon entropy in bits per byte of the byte counts in `histogram`.
+pub fn entropy(histogram: &[u64; 256]) -> f32 {
+    let total: u64 = histogram.iter().sum();
+    if total == 0 {
+        return 0.0;
+    }
+    let total = total as f64;
+    let bits: f64 = histogram
+        .iter()
+        .filter(|&&count| count > 0)
+        .map(|&count| {
+            let p = count as f64 / total;
+            -p * p.log2()
+        })
+        .sum();
+    bits as f32
+}
+
+fn nanos(seconds: i64, nanos: i64) -> i64 {
+    seconds.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
+/// The metadata part of an entry's state (no content read).
+fn metadata_state(metadata: &std::fs::Metadata) -> FileState {
+    let file_type = metadata.file_type();
+    let kind = if file_type.is_file() {
+        EntryKind::File
+    } else if file_type.is_dir() {
+        EntryKind::Directory
+    } else if file_type.is_symlink() {
+        EntryKind::Symlink
+    } else {
+        EntryKind::Other
+    };
+    FileState {
+        kind,
+        size: metadata.size(),
+        mtime: nanos(metadata.mtime(), metadata.mtime_nsec()),
+        ctime: nanos(metadata.ctime(), metadata.ctime_nsec()),
+        mode: metadata.mode() & 0o7777,
+        uid: metadata.uid(),
+        gid: metadata.gid(),
+        inode: metadata.ino(),
+        sha256: None,
+        entropy: None,
+        target: None,
+    }
+}
+
+/// Hashes a regular file, and measures the entropy of its first bytes. Opens without
+/// following links and without blocking (a file swapped for a FIFO must not hang us),
+/// then checks that what was opened is the file that was looked at.
+fn read_content(
+    path: &Path,
+    state: &FileState,
+    hash_max_bytes: u64,
+    buffer: &mut Vec<u8>,
+) -> std::io::Result<(Option<[u8; 32]>, Option<f32>)> {
+    use nix::fcntl::OFlag;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
+        .open(path)?;
+    let opened = file.metadata()?;
+    if !opened.is_file() || opened.ino() != state.inode {
+        return Err(std::io::Error::other("replaced while being read"));
+    }
+    let hash = state.size <= hash_max_bytes;
+    buffer.resize(READ_BUFFER, 0);
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut histogram = [0u64; 256];
+    let mut sampled = 0usize;
+    loop {
+        let read = match file.read(buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        let chunk = &buffer[..read];
+        if sampled < ENTROPY_SAMPLE {
+            let take = (ENTROPY_SAMPLE - sampled).min(read);
+            for &byte in &chunk[..take] {
+                histogram[usize::from(byte)] += 1;
+            }
+            sampled += take;
+        }
+        if !hash {
+            if sampled >= ENTROPY_SAMPLE {
+                break;
+            }
+            continue;
+        }
+        digest.update(chunk);
+    }
+    let entropy = (sampled as u64 >= ENTROPY_MIN_BYTES).then(|| entropy(&histogram));
+    let sha256 = hash.then(|| {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.finish().as_ref());
+        out
+    });
+    Ok((sha256, entropy))
+}
+
+/// What an entry looks like now. The content is read only when the metadata says it may
+/// have changed since `previous`; an unreadable file keeps what was known of its content.
+pub fn inspect(
+    path: &Path,
+    metadata: &std::fs::Metadata,
+    previous: Option<&FileState>,
+    hash_max_bytes: u64,
+    buffer: &mut Vec<u8>,
+) -> (FileState, Option<std::io::Error>) {
+    let mut state = metadata_state(metadata);
+    match state.kind {
+        EntryKind::File => {
+            if let Some(previous) = previous
+                && !state.may_differ_from(previous)
+                && (previous.sha256.is_some() || state.size > hash_max_bytes)
+            {
+                state.sha256 = previous.sha256;
+                state.entropy = previous.entropy;
+                return (state, None);
+            }
+            match read_content(path, &state, hash_max_bytes, buffer) {
+                Ok((sha256, entropy)) => {
+                    state.sha256 = sha256;
+                    state.entropy = entropy;
+                }
+                Err(error) => {
+                    if let Some(previous) = previous {
+                        state.sha256 = previous.sha256;
+                        state.entropy = previous.entropy;
+                    }
+                    return (state, Some(error));
+                }
+            }
+        }
+        EntryKind::Symlink => match std::fs::read_link(path) {
+            Ok(target) => {
+                use std::os::unix::ffi::OsStringExt;
+                state.target = Some(target.into_os_string().into_vec());
+            }
+            Err(error) => return (state, Some(error)),
+        },
+        EntryKind::Directory | EntryKind::Other => {}
+    }
+    (state, None)
+}
+
+/// An entry that is not what the baseline says: created (`before` is `None`), deleted
+/// (`after` is `None`) or different.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub path: PathBuf,
+    pub before: Option<FileState>,
+    pub after: Option<FileState>,
+}
+
+/// Figures about a scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ScanStats {
+    pub entries: u64,
+    pub hashed_bytes: u64,
+    /// Directories that could not be listed and files that could not be read.
+    pub unreadable: u64,
+}
+
+/// A sorted walk that remembers which directories it could not list.
+type Filter = Box<dyn FnMut(&walkdir::DirEntry) -> bool + Send>;
+
+struct SortedWalk {
+    inner: walkdir::FilterEntry<walkdir::IntoIter, Filter>,
+    peeked: Option<(Vec<u8>, walkdir::DirEntry)>,
+    /// Directories whose content is unknown: baseline rows under them are kept.
+    unreadable: Vec<PathBuf>,
+    errors: u64,
+}
+
+impl SortedWalk {
+    fn new(root: &Path, options: &ScanOptions) -> Self {
+        let excludes = options.clone();
+        let filter: Filter = Box::new(move |entry| !excludes.excluded(entry.path()));
+        let inner = walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .follow_root_links(false)
+            .same_file_system(options.one_file_system)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(filter);
+        Self {
+            inner,
+            peeked: None,
+            unreadable: Vec::new(),
+            errors: 0,
+        }
+    }
+
+    fn peek(&mut self) -> Option<&(Vec<u8>, walkdir::DirEntry)> {
+        while self.peeked.is_none() {
+            match self.inner.next()? {
+                Ok(entry) => self.peeked = Some((key(entry.path()), entry)),
+                Err(error) => {
+                    let missing = error
+                        .io_error()
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+                    if !missing {
+                        self.errors += 1;
+                        if let Some(path) = error.path() {
+                            self.unreadable.push(path.to_path_buf());
+                        }
+                    }
+                }
+            }
+        }
+        self.peeked.as_ref()
+    }
+
+    fn take(&mut self) -> Option<(Vec<u8>, walkdir::DirEntry)> {
+        self.peek();
+        self.peeked.take()
+    }
+
+    fn is_unknown(&self, path: &Path) -> bool {
+        self.unreadable.iter().any(|dir| path.starts_with(dir))
+    }
+}
+
+/// Work for the hashing threads.
+struct Job {
+    path: PathBuf,
+    metadata: std::fs::Metadata,
+    previous: Option<FileState>,
+}
+
+/// What a hashing thread or the merge found about one entry.
+struct Outcome {
+    observation: Observation,
+    unreadable: bool,
+    hashed_bytes: u64,
+}
+
+/// Compares `root` (a file, or a directory and everything under it) with the baseline
+/// read through `reader`, calling `observe` for every entry that differs. The baseline is not written here: the caller records what it observed.
+pub fn reconcile(
+    root: &Path,
+    reader: &mut Baseline,
+    options: &ScanOptions,
+    observe: &mut dyn FnMut(Observation),
+) -> Result<ScanStats, BaselineError> {
+    let threads = options.hash_threads.max(1);
+    let (jobs, job_queue) = mpsc::sync_channel::<Job>(threads * 64);
+    let job_queue = std::sync::Mutex::new(job_queue);
+    // Bounded both ways: a slow consumer (or a deleted tree of a million files) makes
+    // the scan wait, never grow.
+    let (results, outcomes) = mpsc::sync_channel::<Outcome>(1024);
+    let mut stats = ScanStats::default();
+    std::thread::scope(|scope| -> Result<(), BaselineError> {
+        for _ in 0..threads {
+            let (job_queue, results) = (&job_queue, results.clone());
+            let hash_max_bytes = options.hash_max_bytes;
+            scope.spawn(move || hash_jobs(job_queue, results, hash_max_bytes));
+        }
+        // The merge runs on a thread of its own, so that this one takes the results as
+        // they come.
+        let merge = scope.spawn(move || merge(root, reader, options, jobs, results));
+        for outcome in outcomes {
+            stats.entries += 1;
+            stats.hashed_bytes += outcome.hashed_bytes;
+            stats.unreadable += u64::from(outcome.unreadable);
+            if outcome.observation.before != outcome.observation.after {
+                observe(outcome.observation);
+            }
+        }
+        let unlisted = merge
+            .join()
+            .map_err(|_| BaselineError::Walk("the scan thread failed".into()))??;
+        stats.unreadable += unlisted;
+        Ok(())
+    })?;
+    Ok(stats)
+}
+
+/// A hashing thread: inspects entries until the queue closes.
+fn hash_jobs(
+    queue: &std::sync::Mutex<mpsc::Receiver<Job>>,
+    results: mpsc::SyncSender<Outcome>,
+    hash_max_bytes: u64,
+) {
+    lower_priority();
+    let mut buffer = Vec::new();
+    loop {
+        let job = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let (after, error) = inspect(
+            &job.path,
+            &job.metadata,
+            job.previous.as_ref(),
+            hash_max_bytes,
+            &mut buffer,
+        );
+        let hashed = after.sha256.is_some()
+            && job
+                .previous
+                .as_ref()
+                .is_none_or(|previous| after.may_differ_from(previous));
+        let outcome = Outcome {
+            hashed_bytes: if hashed { after.size } else { 0 },
+            unreadable: error.is_some(),
+            observation: Observation {
+                path: job.path,
+                before: job.previous,
+                after: Some(after),
+            },
+        };
+        if results.send(outcome).is_err() {
+            return;
+        }
+    }
+}
+
+/// Merges the sorted walk of `root` with the baseline's sorted rows: entries on both
+/// sides and new ones go to the hashing threads, rows no longer on disk are reported
+/// gone. Returns how many directories could not be listed.
+fn merge(
+    root: &Path,
+    reader: &mut Baseline,
+    options: &ScanOptions,
+    jobs: mpsc::SyncSender<Job>,
+    results: mpsc::SyncSender<Outcome>,
+) -> Result<u64, BaselineError> {
+    let mut walk = SortedWalk::new(root, options);
+    let submit = |entry: walkdir::DirEntry, previous: Option<FileState>| {
+        let path = entry.into_path();
+        // Gone between the listing and now: as if never listed.
+        if let Ok(metadata) = std::fs::symlink_metadata(&path) {
+            let _ = jobs.send(Job {
+                path,
+                metadata,
+                previous,
+            });
+        }
+    };
+    reader.for_each_under(root, &mut |path, previous| {
+        let row_key = key(&path);
+        while walk.peek().is_some_and(|(walk_key, _)| *walk_key < row_key) {
+            if let Some((_, entry)) = walk.take() {
+                submit(entry, None);
+            }
+        }
+        if walk
+            .peek()
+            .is_some_and(|(walk_key, _)| *walk_key == row_key)
+        {
+            if let Some((_, entry)) = walk.take() {
+                submit(entry, Some(previous));
+            }
+        } else if !walk.is_unknown(&path) {
+            let outcome = Outcome {
+                observation: Observation {
+                    path,
+                    before: Some(previous),
+                    after: None,
+                },
+                unreadable: false,
+                hashed_bytes: 0,
+            };
+            let _ = results.send(outcome);
+        }
+        Ok(())
+    })?;
+    while let Some((_, entry)) = walk.take() {
+        submit(entry, None);
+    }
+    Ok(walk.errors)
+}
+
+/// Hashing is background work: the lowest CPU priority for this thread, which on Linux
+/// also gives it the lowest best-effort I/O priority (ioprio follows the nice value
+/// unless set), so that a scan never starves the host's own work.
+fn lower_priority() {
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
+}
