@@ -438,3 +438,34 @@ fn unreadable_files_keep_their_metadata_watched() {
     );
     agent.stop();
 }
+
+#[test]
+fn the_agents_own_state_inside_a_watched_tree_is_not_watched() {
+    let host = Host::new("");
+    let state = host.path("var/lib/vedetta");
+    let config = std::fs::read_to_string(&host.config).expect("config");
+    std::fs::write(
+        &host.config,
+        config.replace(
+            "state_dir = \"state\"",
+            &format!("state_dir = \"{}\"", state.display()),
+        ),
+    )
+    .expect("config");
+    let mut agent = host.start();
+    for n in 0..3 {
+        let changed = host.path(&format!("etc/sudoers.d/extra{n}"));
+        std::fs::write(&changed, "x ALL=(ALL) ALL\n").expect("write");
+        agent.wait_for("change", about("file_changed", changed));
+    }
+    let seen = agent.stop();
+    let own: Vec<&Value> = seen
+        .iter()
+        .filter(|s| {
+            s["attributes"]["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(&state.display().to_string()))
+        })
+        .collect();
+    assert!(own.is_empty(), "{own:#?}");
+}

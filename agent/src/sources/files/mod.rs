@@ -112,7 +112,7 @@ impl FileSource {
         }
         roots.sort();
         roots.dedup();
-        let excludes = config
+        let mut excludes = config
             .exclude
             .iter()
             .map(|pattern| {
@@ -120,6 +120,12 @@ impl FileSource {
                     .map_err(|e| anyhow::anyhow!("invalid exclude pattern {pattern:?}: {e}"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // The agent's own state (the baseline database among it) changes with every
+        // change it records: watching it would feed on itself.
+        let state = glob::Pattern::escape(&canonical(state_dir).to_string_lossy());
+        for pattern in [state.clone(), format!("{state}/**")] {
+            excludes.push(glob::Pattern::new(&pattern)?);
+        }
         let database = state_dir.join("files.db");
         let coverage = format!("{roots:?} excluding {:?}", config.exclude);
         Ok(Self {
@@ -430,6 +436,9 @@ pub fn run(
             while let Some(event) = next.take() {
                 match event {
                     Ok(event) if event.need_rescan() => rescan = true,
+                    // Opening and reading change nothing (and our own reads would come
+                    // back as events): notify always asks the kernel for them.
+                    Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => {}
                     Ok(event) => {
                         for path in event.paths {
                             if source.watched(&path) && batch.len() < BATCH_PATHS {
