@@ -318,6 +318,42 @@ mod tests {
     }
 
     #[test]
+    fn file_paths_leave_as_pseudonyms_unless_shared() {
+        let file_signal = || {
+            Signal::new("file_changed", Severity::High, Timestamp(0))
+                .with_attribute("path", "/home/alice/.ssh/authorized_keys")
+                .with_attribute("from_path", "/home/alice/.ssh/authorized_keys.new")
+                .with_attribute("path_class", "ssh_keys")
+                .with_indicator(IndicatorType::Sha256, "ab".repeat(32))
+        };
+        let out = filter(PrivacyConfig::default())
+            .apply(file_signal())
+            .expect("shared");
+        let text = |name: &str| match out.attributes.get(name) {
+            Some(vedetta_common::AttributeValue::Text(text)) => text.clone(),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert!(text("path").starts_with("pn:"));
+        assert!(text("from_path").starts_with("pn:"));
+        assert_ne!(text("path"), text("from_path"));
+        // The class and the hash are what the operations centre correlates on.
+        assert_eq!(text("path_class"), "ssh_keys");
+        assert_eq!(out.indicators[0].value, "ab".repeat(32));
+        let shared = filter(PrivacyConfig {
+            share_file_paths: true,
+            ..PrivacyConfig::default()
+        })
+        .apply(file_signal())
+        .expect("shared");
+        assert_eq!(
+            shared.attributes.get("path"),
+            Some(&vedetta_common::AttributeValue::Text(
+                "/home/alice/.ssh/authorized_keys".into()
+            ))
+        );
+    }
+
+    #[test]
     fn members_choose_what_leaves() {
         let open = filter(PrivacyConfig {
             share_users: true,

@@ -16,10 +16,25 @@ struct Host {
     dir: tempfile::TempDir,
     root: PathBuf,
     config: PathBuf,
+    /// Shared use of the kernel's inotify settings (one test changes them).
+    _inotify: Box<dyn std::any::Any>,
 }
+
+/// Tests hold this shared; the one that shrinks the kernel's inotify queue holds it alone.
+static INOTIFY: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 impl Host {
     fn new(extra: &str) -> Self {
+        let guard = INOTIFY.read().unwrap_or_else(|e| e.into_inner());
+        Self::with_guard(extra, Box::new(guard))
+    }
+
+    fn exclusive(extra: &str) -> Self {
+        let guard = INOTIFY.write().unwrap_or_else(|e| e.into_inner());
+        Self::with_guard(extra, Box::new(guard))
+    }
+
+    fn with_guard(extra: &str, guard: Box<dyn std::any::Any>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("root");
         for sub in [
@@ -52,7 +67,25 @@ impl Host {
             ),
         )
         .expect("config");
-        Self { dir, root, config }
+        Self {
+            dir,
+            root,
+            config,
+            _inotify: guard,
+        }
+    }
+
+    /// Adds a rules file (in a rules directory of its own).
+    fn add_rules(&self, text: &str) {
+        let rules = self.dir.path().join("rules");
+        std::fs::create_dir_all(&rules).expect("rules dir");
+        std::fs::write(rules.join("local.toml"), text).expect("rules");
+        let config = std::fs::read_to_string(&self.config).expect("config");
+        std::fs::write(
+            &self.config,
+            format!("rules_dir = \"{}\"\n{config}", rules.display()),
+        )
+        .expect("config");
     }
 
     fn path(&self, relative: &str) -> PathBuf {
@@ -468,4 +501,74 @@ fn the_agents_own_state_inside_a_watched_tree_is_not_watched() {
         })
         .collect();
     assert!(own.is_empty(), "{own:#?}");
+}
+
+/// A kernel setting changed for the length of a test.
+struct Sysctl {
+    path: &'static str,
+    saved: String,
+}
+
+impl Sysctl {
+    fn set(path: &'static str, value: &str) -> Self {
+        let saved = std::fs::read_to_string(path).expect("sysctl");
+        std::fs::write(path, value).expect("set sysctl");
+        Self { path, saved }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path, self.saved.trim());
+    }
+}
+
+#[test]
+fn events_the_kernel_dropped_are_made_up_by_a_rescan() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root to shrink the inotify queue");
+        assert!(std::env::var("CI").is_err(), "CI runs as root");
+        return;
+    }
+    let host = Host::exclusive("");
+    host.add_rules("[file_limits]\nfile_changed_per_minute = 100000\n");
+    let burst = host.path("docs/burst");
+    std::fs::create_dir(&burst).expect("burst dir");
+    // A queue of 32 events: a burst of 2,000 new files overflows it.
+    let queue = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", "32");
+    let mut agent = host.start();
+    drop(queue); // the agent's inotify instance keeps its small queue
+    // Frozen while the files arrive, so that the kernel's queue surely overflows.
+    agent.signal(nix::sys::signal::Signal::SIGSTOP);
+    for n in 0..2000 {
+        std::fs::write(burst.join(format!("new{n:04}.conf")), format!("{n}\n")).expect("write");
+    }
+    agent.signal(nix::sys::signal::Signal::SIGCONT);
+    let prefix = burst.display().to_string();
+    let created = |seen: &[Value]| -> Vec<String> {
+        seen.iter()
+            .filter(|s| s["kind"] == "file_changed" && s["attributes"]["change"] == "created")
+            .filter_map(|s| s["attributes"]["path"].as_str())
+            .filter(|p| p.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while created(agent.drain()).len() < 2000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every new file was reported"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let seen = agent.stop();
+    let mut paths = created(&seen);
+    let total = paths.len();
+    paths.sort();
+    paths.dedup();
+    assert_eq!((total, paths.len()), (2000, 2000), "each new file once");
+    assert!(
+        seen.iter().any(|s| s["attributes"]["found_by"] == "scan"),
+        "no rescan after the overflow"
+    );
 }

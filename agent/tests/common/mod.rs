@@ -101,6 +101,12 @@ impl DryRun {
         &self.seen
     }
 
+    /// Sends `signal` to the agent (SIGSTOP and SIGCONT to freeze it for a while).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal");
+    }
+
     /// SIGTERM, and a clean exit.
     pub fn stop(mut self) -> Vec<serde_json::Value> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

@@ -194,41 +194,41 @@ impl FileSource {
         emit: &mut dyn FnMut(Signal),
     ) -> Result<ScanStats, BaselineError> {
         let mut total = ScanStats::default();
-        for path in paths {
-            let mut observations = Vec::new();
-            let mut failed = None;
-            let options = if found_by == FoundBy::Watch {
-                // A handful of files: no thread pool worth its start.
-                ScanOptions {
-                    hash_threads: 1,
-                    ..self.options.clone()
-                }
-            } else {
-                self.options.clone()
-            };
-            let stats = {
-                let (reader, writer, detector) =
-                    (&mut self.reader, &mut self.writer, &mut self.detector);
-                scan::reconcile(path, reader, &options, &mut |observation| {
-                    observations.push(observation);
-                    if observations.len() >= SCAN_CHUNK && failed.is_none() {
-                        let group = std::mem::take(&mut observations);
-                        failed = record(writer, detector, group, found_by, emit).err();
-                    }
-                })?
-            };
-            if let Some(error) = failed {
-                return Err(error);
+        let options = if found_by == FoundBy::Watch {
+            // A handful of files: no thread pool worth its start.
+            ScanOptions {
+                hash_threads: 1,
+                ..self.options.clone()
             }
-            record(
-                &mut self.writer,
-                &mut self.detector,
-                observations,
-                found_by,
-                emit,
-            )?;
+        } else {
+            self.options.clone()
+        };
+        // Observations of every path are recorded together, so that the two sides of a
+        // rename (two paths of one batch) are paired.
+        let mut observations = Vec::new();
+        let mut failed = None;
+        for path in paths {
+            let (reader, writer, detector) =
+                (&mut self.reader, &mut self.writer, &mut self.detector);
+            let stats = scan::reconcile(path, reader, &options, &mut |observation| {
+                observations.push(observation);
+                if observations.len() >= SCAN_CHUNK && failed.is_none() {
+                    let group = std::mem::take(&mut observations);
+                    failed = record(writer, detector, group, found_by, emit).err();
+                }
+            })?;
             add(&mut total, &stats);
         }
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        record(
+            &mut self.writer,
+            &mut self.detector,
+            observations,
+            found_by,
+            emit,
+        )?;
         Ok(total)
     }
 
@@ -242,8 +242,14 @@ impl FileSource {
         self.detector.tick(now)
     }
 
+    /// Whether an event's path is ours: under a root, not excluded, and not reached
+    /// through a link (the roots are canonical, so a real path's parent is too).
     fn watched(&self, path: &Path) -> bool {
-        self.roots.iter().any(|root| path.starts_with(root)) && !self.options.excluded(path)
+        self.roots.iter().any(|root| path.starts_with(root))
+            && !self.options.excluded(path)
+            && path
+                .parent()
+                .is_none_or(|parent| parent.canonicalize().is_ok_and(|real| real == parent))
     }
 }
 
@@ -495,7 +501,9 @@ fn watch(
     health: &Health,
 ) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher as _;
-    let mut watcher = match notify::recommended_watcher(events) {
+    // Links are not followed: what they point to outside the roots is not ours to watch.
+    let settings = notify::Config::default().with_follow_symlinks(false);
+    let mut watcher = match notify::RecommendedWatcher::new(events, settings) {
         Ok(watcher) => watcher,
         Err(error) => {
             health.source_error(source.name());

@@ -68,7 +68,10 @@ fn count_bytes(bytes: &[u8], histogram: &mut [u64; 256]) {
         tables[0][usize::from(byte)] += 1;
     }
     for (value, total) in histogram.iter_mut().enumerate() {
-        *total += tables.iter().map(|table| u64::from(table[value])).sum::<u64>();
+        *total += tables
+            .iter()
+            .map(|table| u64::from(table[value]))
+            .sum::<u64>();
     }
 }
 
@@ -423,62 +426,61 @@ fn merge(
     let mut pending: Vec<Job> = Vec::with_capacity(GROUP);
     let mut local = Results::default();
     let mut buffer = Vec::new();
-    let mut submit = |entry: Option<walkdir::DirEntry>,
-                      previous: Option<FileState>,
-                      gone: Option<PathBuf>| {
-        if let Some(path) = gone {
-            local.push(Outcome {
-                observation: Observation {
-                    path,
-                    before: previous,
-                    after: None,
-                },
-                unreadable: false,
-                hashed_bytes: 0,
-            });
-        } else if let Some(entry) = entry {
-            let path = entry.into_path();
-            // Gone between the listing and now: as if never listed.
-            if let Ok(metadata) = std::fs::symlink_metadata(&path) {
-                let unchanged = previous.as_ref().is_some_and(|previous| {
-                    metadata.is_file()
-                        && previous.sha256.is_some()
-                        && !metadata_state(&metadata).may_differ_from(previous)
-                });
-                if unchanged || !metadata.is_file() {
-                    // No content to read: compared here.
-                    let (after, error) = inspect(
-                        &path,
-                        &metadata,
-                        previous.as_ref(),
-                        options.hash_max_bytes,
-                        &mut buffer,
-                    );
-                    local.push(Outcome {
-                        unreadable: error.is_some(),
-                        observation: Observation {
-                            path,
-                            before: previous,
-                            after: Some(after),
-                        },
-                        hashed_bytes: 0,
-                    });
-                } else {
-                    pending.push(Job {
+    let mut submit =
+        |entry: Option<walkdir::DirEntry>, previous: Option<FileState>, gone: Option<PathBuf>| {
+            if let Some(path) = gone {
+                local.push(Outcome {
+                    observation: Observation {
                         path,
-                        metadata,
-                        previous,
+                        before: previous,
+                        after: None,
+                    },
+                    unreadable: false,
+                    hashed_bytes: 0,
+                });
+            } else if let Some(entry) = entry {
+                let path = entry.into_path();
+                // Gone between the listing and now: as if never listed.
+                if let Ok(metadata) = std::fs::symlink_metadata(&path) {
+                    let unchanged = previous.as_ref().is_some_and(|previous| {
+                        metadata.is_file()
+                            && previous.sha256.is_some()
+                            && !metadata_state(&metadata).may_differ_from(previous)
                     });
+                    if unchanged || !metadata.is_file() {
+                        // No content to read: compared here.
+                        let (after, error) = inspect(
+                            &path,
+                            &metadata,
+                            previous.as_ref(),
+                            options.hash_max_bytes,
+                            &mut buffer,
+                        );
+                        local.push(Outcome {
+                            unreadable: error.is_some(),
+                            observation: Observation {
+                                path,
+                                before: previous,
+                                after: Some(after),
+                            },
+                            hashed_bytes: 0,
+                        });
+                    } else {
+                        pending.push(Job {
+                            path,
+                            metadata,
+                            previous,
+                        });
+                    }
                 }
             }
-        }
-        if pending.len() >= GROUP {
-            let _ = jobs.send(std::mem::replace(&mut pending, Vec::with_capacity(GROUP)));
-        }
-        if local.is_full() {
-            let _ = results.send(std::mem::take(&mut local));
-        }
-    };
+            if pending.len() >= GROUP {
+                let _ = jobs.send(std::mem::replace(&mut pending, Vec::with_capacity(GROUP)));
+            }
+            if local.is_full() {
+                let _ = results.send(std::mem::take(&mut local));
+            }
+        };
     reader.for_each_under(root, &mut |path, previous| {
         let row_key = key(&path);
         while walk.peek().is_some_and(|(walk_key, _)| *walk_key < row_key) {
