@@ -503,7 +503,7 @@ fn merge(
     while let Some((_, entry)) = walk.take() {
         submit(Some(entry), None, None);
     }
-    drop(submit);
+    // (`submit`'s borrows of the groups end here.)
     if !pending.is_empty() {
         let _ = jobs.send(pending);
     }
