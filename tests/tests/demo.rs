@@ -1,10 +1,11 @@
-//! The README's first command runs unattended and shows the shared attacker.
+//! The README's first command runs unattended: real detectors at three organisations, and
+//! the attacker address and malware hash they share.
 
 use std::process::Command;
 use vedetta_e2e::binary;
 
 #[test]
-fn demo_runs_unattended_and_shows_an_address_seen_by_three_organisations() {
+fn demo_runs_unattended_and_shows_what_three_organisations_share() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("demo");
     let output = Command::new(binary("vedetta-collector"))
@@ -18,7 +19,27 @@ fn demo_runs_unattended_and_shows_an_address_seen_by_three_organisations() {
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("203.0.113.7 — 3 organisations"), "{stdout}");
+    assert!(
+        stdout.contains("ip 203.0.113.7 — 3 organisations"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.contains("sha256 ") && line.contains("— 3 organisations")),
+        "{stdout}"
+    );
+    // Found by the agents' own detectors, from their logs and files.
+    for kind in [
+        "ssh_bruteforce",
+        "ssh_login_after_failures",
+        "web_scan",
+        "web_exploit_attempt",
+        "suspicious_file",
+        "webshell_suspected",
+    ] {
+        assert!(stdout.contains(kind), "{kind} missing: {stdout}");
+    }
     for org in ["comune-esempio", "banca-esempio", "ospedale-esempio"] {
         assert!(
             stdout.contains(&format!("enrolled agent {org}-")),
