@@ -195,6 +195,22 @@ fn each_kind_of_change_produces_the_right_signal() {
     let signal = agent.wait_for("plain script", about("webshell_suspected", plain));
     assert_eq!(signal["severity"], "high");
 
+    // A web shell written elsewhere, then moved into the web root: judged on arrival.
+    let staged = host.path("docs/notes.txt");
+    std::fs::write(&staged, "<?php system($_GET['c']); ?>\n").expect("staged");
+    agent.wait_for("staged", about("file_changed", staged.clone()));
+    let moved = host.path("var/www/html/cache.php");
+    std::fs::rename(&staged, &moved).expect("move in");
+    let signal = agent.wait_for(
+        "moved web shell",
+        about("webshell_suspected", moved.clone()),
+    );
+    assert_eq!(signal["severity"], "critical");
+    assert_eq!(
+        signal["attributes"]["from_path"],
+        staged.display().to_string()
+    );
+
     // A program dropped in a world-writable directory, with its hash as the indicator.
     let dropped = host.path("drop/.x");
     std::fs::copy("/bin/true", &dropped).expect("copy");

@@ -149,9 +149,12 @@ pub fn matches_any(patterns: &[glob::Pattern], path: &Path) -> bool {
         require_literal_separator: true,
         ..glob::MatchOptions::new()
     };
+    // As text: a name that is not UTF-8 (`sudoers.d/\xff`) must still be classed and
+    // excluded, with its odd bytes standing for any character.
+    let text = path.to_string_lossy();
     patterns
         .iter()
-        .any(|pattern| pattern.matches_path_with(path, options))
+        .any(|pattern| pattern.matches_with(&text, options))
 }
 
 /// `[webshell]`.
@@ -435,6 +438,14 @@ impl FileRules {
     }
 }
 
+/// Whether a change brings a file into being: created, renamed in, or given its first
+/// content (a file is often created empty, then written).
+pub fn arrived(change: &FileChange, summary: &ChangeSummary) -> bool {
+    summary.created
+        || summary.renamed
+        || (summary.content && change.before.as_ref().is_some_and(|b| b.size == 0))
+}
+
 /// The lower-case extension of a path's file name.
 fn extension(path: &Path) -> Option<String> {
     path.extension()
@@ -562,8 +573,7 @@ impl FileDetector {
         if is_dir && !(summary.permissions || summary.owner) {
             return out;
         }
-        let arrived = summary.created || summary.renamed;
-        if let Some(signal) = self.specific(change, &summary, arrived) {
+        if let Some(signal) = self.specific(change, &summary, arrived(change, &summary)) {
             out.push(signal);
             return out;
         }
@@ -580,6 +590,11 @@ impl FileDetector {
     ) -> Option<Signal> {
         let after = change.after.as_ref()?;
         if after.kind != EntryKind::File {
+            return None;
+        }
+        // An empty file is not yet a script or a program: it is judged when its content
+        // arrives.
+        if after.size == 0 {
             return None;
         }
         if arrived && self.places.in_web_root(&change.path) && self.rules.is_script(&change.path) {
@@ -1052,6 +1067,34 @@ mod tests {
             let signals = detector.observe(&change(&path, None, Some(state(Some(7.95), 3)), 1));
             assert!(signals.iter().all(|s| s.kind != "ransomware_activity"));
         }
+    }
+
+    #[test]
+    fn a_program_is_judged_by_its_content_not_its_empty_start() {
+        let mut detector = FileDetector::new(
+            load(None).expect("rules"),
+            Places {
+                drop_dirs: vec![PathBuf::from("/tmp")],
+                ..Places::default()
+            },
+        );
+        let mut empty = state(None, 0);
+        empty.size = 0;
+        empty.mode = 0o755;
+        let created = detector.observe(&change("/tmp/.x", None, Some(empty.clone()), 0));
+        assert!(
+            created.iter().all(|s| s.kind != "suspicious_file"),
+            "{created:?}"
+        );
+        let mut written = state(Some(6.0), 9);
+        written.mode = 0o755;
+        let signals = detector.observe(&change("/tmp/.x", Some(empty), Some(written), 0));
+        let dropped: Vec<_> = signals
+            .iter()
+            .filter(|s| s.kind == "suspicious_file")
+            .collect();
+        assert_eq!(dropped.len(), 1, "{signals:?}");
+        assert_eq!(dropped[0].indicators[0].value, "09".repeat(32));
     }
 
     #[test]

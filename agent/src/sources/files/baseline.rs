@@ -151,6 +151,9 @@ impl Baseline {
         // fsync per change.
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
+        // A full scan keeps a read open for its length, so the log grows meanwhile: it is
+        // cut back after each scan (see `checkpoint`).
+        connection.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
         let version: i64 = connection.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
             return Err(BaselineError::TooNew(version));
@@ -224,9 +227,15 @@ impl Baseline {
         visit: &mut dyn FnMut(PathBuf, FileState) -> Result<(), BaselineError>,
     ) -> Result<(), BaselineError> {
         let exact = key(root);
-        let mut low = exact.clone();
+        // The entries under `root` are its key, a zero byte, then more. The key of `/`
+        // already ends with that zero byte.
+        let mut prefix = exact.clone();
+        if prefix.last() == Some(&0) {
+            prefix.pop();
+        }
+        let mut low = prefix.clone();
         low.push(0);
-        let mut high = exact.clone();
+        let mut high = prefix;
         high.push(1);
         let mut statement = self.connection.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM files WHERE key = ?1 OR (key > ?2 AND key < ?3) ORDER BY key"
@@ -236,6 +245,13 @@ impl Baseline {
             let (key, state) = row_state(row)?;
             visit(path_of(&key), state)?;
         }
+        Ok(())
+    }
+
+    /// Folds the write-ahead log into the database and truncates it (after a scan).
+    pub fn checkpoint(&self) -> Result<(), BaselineError> {
+        self.connection
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
 
@@ -347,6 +363,25 @@ mod tests {
             .expect("delete");
         assert_eq!(baseline.get(Path::new("/r/ab")).expect("get"), None);
         assert_eq!(baseline.count().expect("count"), 6);
+    }
+
+    #[test]
+    fn the_root_of_the_file_system_covers_everything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut baseline = Baseline::open(&dir.path().join("b.db")).expect("open");
+        let updates: Vec<_> = ["/", "/etc", "/etc/passwd", "/usr/bin/ls"]
+            .iter()
+            .map(|p| (PathBuf::from(p), Some(state(1))))
+            .collect();
+        baseline.apply(&updates).expect("apply");
+        let mut seen = Vec::new();
+        baseline
+            .for_each_under(Path::new("/"), &mut |path, _| {
+                seen.push(path.display().to_string());
+                Ok(())
+            })
+            .expect("walk");
+        assert_eq!(seen, ["/", "/etc", "/etc/passwd", "/usr/bin/ls"]);
     }
 
     #[test]

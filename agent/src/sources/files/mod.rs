@@ -8,7 +8,9 @@
 pub mod baseline;
 pub mod scan;
 
-use crate::detect::files::{FileChange, FileDetector, FoundBy, Places, original_of};
+use crate::detect::files::{
+    ChangeSummary, FileChange, FileDetector, FoundBy, Places, arrived, original_of,
+};
 use crate::health::Health;
 use baseline::{Baseline, BaselineError, EntryKind, FileState};
 use scan::{Observation, ScanOptions, ScanStats};
@@ -82,6 +84,8 @@ const BATCH_MAX: Duration = Duration::from_millis(300);
 const SCAN_CHUNK: usize = 10_000;
 /// Paths remembered from the watcher before a full scan is cheaper.
 const BATCH_PATHS: usize = 10_000;
+/// Watcher events waiting to be looked at.
+const EVENT_QUEUE: usize = 65_536;
 
 /// The file-integrity source and its state.
 #[derive(Debug)]
@@ -103,7 +107,7 @@ impl FileSource {
         state_dir: &Path,
         rules: crate::detect::files::FileRules,
     ) -> anyhow::Result<Self> {
-        let mut roots = Vec::new();
+        let mut roots: Vec<PathBuf> = Vec::new();
         for path in &config.paths {
             match path.canonicalize() {
                 Ok(root) => roots.push(root),
@@ -111,7 +115,14 @@ impl FileSource {
             }
         }
         roots.sort();
-        roots.dedup();
+        // A root inside another is covered by it (and would be reported twice).
+        let mut outer: Vec<PathBuf> = Vec::new();
+        for root in roots {
+            if !outer.last().is_some_and(|last| root.starts_with(last)) {
+                outer.push(root);
+            }
+        }
+        let roots = outer;
         let mut excludes = config
             .exclude
             .iter()
@@ -127,13 +138,17 @@ impl FileSource {
             excludes.push(glob::Pattern::new(&pattern)?);
         }
         let database = state_dir.join("files.db");
-        let coverage = format!("{roots:?} excluding {:?}", config.exclude);
+        // From the configuration, not from the roots found: a root missing at one start
+        // (not mounted yet) must not make the agent rebuild the baseline silently.
+        let coverage = format!("{:?} excluding {:?}", config.paths, config.exclude);
         Ok(Self {
             options: ScanOptions {
                 hash_max_bytes: config.hash_max_mib.saturating_mul(1024 * 1024),
                 hash_threads: config.hash_threads.max(1),
                 excludes,
                 one_file_system: config.one_file_system,
+                background: true,
+                cancel: None,
             },
             roots,
             rescan_every: config.rescan_every,
@@ -196,8 +211,11 @@ impl FileSource {
         let mut total = ScanStats::default();
         let options = if found_by == FoundBy::Watch {
             // A handful of files: no thread pool worth its start.
+            // Live changes at normal priority: ransomware keeping the CPU busy must not
+            // delay its own detection.
             ScanOptions {
                 hash_threads: 1,
+                background: false,
                 ..self.options.clone()
             }
         } else {
@@ -245,8 +263,14 @@ impl FileSource {
     /// Whether an event's path is ours: under a root, not excluded, and not reached
     /// through a link (the roots are canonical, so a real path's parent is too).
     fn watched(&self, path: &Path) -> bool {
-        self.roots.iter().any(|root| path.starts_with(root))
-            && !self.options.excluded(path)
+        let Some(root) = self.roots.iter().find(|root| path.starts_with(root)) else {
+            return false;
+        };
+        // Excluded itself or through a directory (`**/node_modules` excludes its content).
+        !path
+            .ancestors()
+            .take_while(|ancestor| ancestor.starts_with(root))
+            .any(|ancestor| self.options.excluded(ancestor))
             && path
                 .parent()
                 .is_none_or(|parent| parent.canonicalize().is_ok_and(|real| real == parent))
@@ -264,21 +288,12 @@ fn add(total: &mut ScanStats, stats: &ScanStats) {
     total.unreadable += stats.unreadable;
 }
 
-/// The first bytes of a regular file, without following links or blocking.
+/// The first bytes of a regular file (see `scan::open_checked`).
 fn head(path: &Path, limit: usize) -> Vec<u8> {
-    use nix::fcntl::OFlag;
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(file) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
-        .open(path)
-    else {
+    let Ok(file) = scan::open_checked(path) else {
         return Vec::new();
     };
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
-        return Vec::new();
-    }
     let mut out = Vec::new();
     let _ = file.take(limit as u64).read_to_end(&mut out);
     out
@@ -336,30 +351,31 @@ fn record(
             markers: Vec::new(),
             program_magic: false,
         };
-        if observation.before.is_none() {
-            if after.kind != EntryKind::Directory
-                && let Some(&index) = deleted.get(&after.inode)
-                && let Some(before) = &observations[index].before
-                && before.kind == after.kind
-                && before.size == after.size
+        // Paired by inode and kind; the size may differ (encrypted, then renamed).
+        if observation.before.is_none()
+            && after.kind != EntryKind::Directory
+            && let Some(&index) = deleted.get(&after.inode)
+            && let Some(before) = &observations[index].before
+            && before.kind == after.kind
+        {
+            renamed_away[index] = true;
+            change.from = Some(observations[index].path.clone());
+            change.before = Some(before.clone());
+        }
+        // What a file brings when it arrives (created, renamed in, or first written).
+        let summary = ChangeSummary::of(&change);
+        if after.kind == EntryKind::File && arrived(&change, &summary) {
+            let places = detector.places();
+            if places.in_web_root(&observation.path)
+                && detector.rules().is_script(&observation.path)
             {
-                renamed_away[index] = true;
-                change.from = Some(observations[index].path.clone());
-                change.before = Some(before.clone());
-            } else if after.kind == EntryKind::File {
-                let places = detector.places();
-                if places.in_web_root(&observation.path)
-                    && detector.rules().is_script(&observation.path)
-                {
-                    change.markers = detector
-                        .rules()
-                        .markers_in(&head(&observation.path, scan::ENTROPY_SAMPLE));
-                }
-                if places.in_drop_dir(&observation.path) {
-                    let start = head(&observation.path, 4);
-                    change.program_magic =
-                        start.starts_with(b"\x7fELF") || start.starts_with(b"#!");
-                }
+                change.markers = detector
+                    .rules()
+                    .markers_in(&head(&observation.path, scan::ENTROPY_SAMPLE));
+            }
+            if places.in_drop_dir(&observation.path) {
+                let start = head(&observation.path, 4);
+                change.program_magic = start.starts_with(b"\x7fELF") || start.starts_with(b"#!");
             }
         }
         // A new file, or one written only now (created empty a moment before): it may
@@ -391,12 +407,15 @@ fn record(
             });
         }
     }
+    // Recorded first: a change whose record failed is found again by the next look,
+    // rather than reported at every look.
+    writer.apply(&updates)?;
     for change in &changes {
         for signal in detector.observe(change) {
             emit(signal);
         }
     }
-    writer.apply(&updates)
+    Ok(())
 }
 
 /// Runs the source on the calling thread until `stop` is set.
@@ -406,32 +425,25 @@ pub fn run(
     health: Arc<Health>,
     stop: Arc<AtomicBool>,
 ) {
-    let (events, received) = std_mpsc::channel::<notify::Result<notify::Event>>();
-    // The watcher first, so that nothing changed during the first scan goes unseen.
-    let _watcher = watch(&source, events, &health);
+    // Bounded: while a long scan runs, events beyond the bound are dropped and make up
+    // one more scan instead (as when the kernel drops them).
+    let (events, received) = std_mpsc::sync_channel::<notify::Result<notify::Event>>(EVENT_QUEUE);
+    let overflowed = Arc::new(AtomicBool::new(false));
+    let _watcher = {
+        let overflowed = Arc::clone(&overflowed);
+        let handler = move |event: notify::Result<notify::Event>| {
+            if events.try_send(event).is_err() {
+                overflowed.store(true, Ordering::Relaxed);
+            }
+        };
+        // The watcher first, so that nothing changed during the first scan goes unseen.
+        watch(&source, handler, &health)
+    };
+    source.options.cancel = Some(Arc::clone(&stop));
     let mut send = |signal: Signal| {
         let _ = signals.blocking_send(signal);
     };
-    let started = Instant::now();
-    let first = match source.has_baseline() {
-        Ok(true) => source.scan_all(&mut send).map(|stats| ("scanned", stats)),
-        Ok(false) => source.build().map(|stats| ("built the baseline of", stats)),
-        Err(error) => Err(error),
-    };
-    match first {
-        Ok((what, stats)) => info!(
-            source = %source.name(),
-            entries = stats.entries,
-            hashed_mib = stats.hashed_bytes / (1024 * 1024),
-            unreadable = stats.unreadable,
-            seconds = started.elapsed().as_secs_f64(),
-            "{what} the watched files"
-        ),
-        Err(error) => {
-            health.source_error(source.name());
-            warn!(source = %source.name(), %error, "file scan failed");
-        }
-    }
+    full_scan(&mut source, &mut send, &health);
     let mut next_scan = Instant::now() + source.rescan_every;
     while !stop.load(Ordering::Relaxed) {
         let mut batch = BTreeSet::new();
@@ -442,9 +454,15 @@ pub fn run(
             while let Some(event) = next.take() {
                 match event {
                     Ok(event) if event.need_rescan() => rescan = true,
-                    // Opening and reading change nothing (and our own reads would come
-                    // back as events): notify always asks the kernel for them.
-                    Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => {}
+                    // Opening a file changes nothing (and our own opens would come back
+                    // as events): notify always asks the kernel for them. A close after
+                    // writing is kept: writes through mmap send nothing else.
+                    Ok(event)
+                        if matches!(
+                            event.kind,
+                            notify::EventKind::Access(kind)
+                                if kind != notify::event::AccessKind::Close(notify::event::AccessMode::Write)
+                        ) => {}
                     Ok(event) => {
                         for path in event.paths {
                             if source.watched(&path) && batch.len() < BATCH_PATHS {
@@ -466,9 +484,11 @@ pub fn run(
                 }
             }
         }
+        rescan |= overflowed.swap(false, Ordering::Relaxed);
         let result = if rescan || Instant::now() >= next_scan {
             next_scan = Instant::now() + source.rescan_every;
-            source.scan_all(&mut send)
+            full_scan(&mut source, &mut send, &health);
+            Ok(ScanStats::default())
         } else if !batch.is_empty() {
             // A path under another of the batch is covered by it.
             let mut paths: Vec<PathBuf> = Vec::new();
@@ -492,12 +512,41 @@ pub fn run(
     info!(source = %source.name(), "file source stopped");
 }
 
+/// A full scan: builds the baseline while there is none (first start, new coverage, or
+/// an earlier build that failed), else reports what changed. The write-ahead log is cut
+/// back afterwards.
+fn full_scan(source: &mut FileSource, send: &mut dyn FnMut(Signal), health: &Health) {
+    let started = Instant::now();
+    let result = match source.has_baseline() {
+        Ok(true) => source.scan_all(send).map(|stats| ("scanned", stats)),
+        Ok(false) => source.build().map(|stats| ("built the baseline of", stats)),
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok((what, stats)) => info!(
+            source = %source.name(),
+            entries = stats.entries,
+            hashed_mib = stats.hashed_bytes / (1024 * 1024),
+            unreadable = stats.unreadable,
+            seconds = started.elapsed().as_secs_f64(),
+            "{what} the watched files"
+        ),
+        Err(error) => {
+            health.source_error(source.name());
+            warn!(source = %source.name(), %error, "file scan failed");
+        }
+    }
+    if let Err(error) = source.writer.checkpoint() {
+        warn!(source = %source.name(), %error, "cannot checkpoint the file baseline");
+    }
+}
+
 /// Watches every root (recursively). A failure is reported and left to the periodic
 /// scans: the kernel's watch limit (`fs.inotify.max_user_watches`) may be too low for a
 /// large tree.
 fn watch(
     source: &FileSource,
-    events: std_mpsc::Sender<notify::Result<notify::Event>>,
+    events: impl notify::EventHandler,
     health: &Health,
 ) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher as _;

@@ -5,6 +5,7 @@
 use super::baseline::{Baseline, BaselineError, EntryKind, FileState, key};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -27,6 +28,10 @@ pub struct ScanOptions {
     pub excludes: Vec<glob::Pattern>,
     /// Stay on the file system of each root (never wander into /proc or a mount).
     pub one_file_system: bool,
+    /// Hash at the lowest CPU and I/O priority (full scans; not live changes).
+    pub background: bool,
+    /// Set when the scan should stop early (the agent is shutting down).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl ScanOptions {
@@ -106,31 +111,61 @@ fn metadata_state(metadata: &std::fs::Metadata) -> FileState {
     }
 }
 
-/// Hashes a regular file, and measures the entropy of its first bytes. Opens without
-/// following links and without blocking (a file swapped for a FIFO must not hang us),
-/// then checks that what was opened is the file that was looked at.
+/// Opens a regular file for reading, safely: without following a link in its last
+/// component, without blocking (a file swapped for a FIFO must not hang us), and only if
+/// the file opened is the one at `path` itself. The kernel's name for the open file
+/// (`/proc/self/fd/N`) must be `path`: a directory of the path swapped for a link between
+/// the listing and the open (to make us read and hash `/etc/shadow` as a file in `/tmp`)
+/// shows there. The watched roots are canonical and links are never followed, so every
+/// path we open is its own canonical name.
+pub fn open_checked(path: &Path) -> std::io::Result<std::fs::File> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    if opened != path {
+        return Err(std::io::Error::other(format!(
+            "{} led to {}: a directory was replaced by a link",
+            path.display(),
+            opened.display()
+        )));
+    }
+    Ok(file)
+}
+
+/// Hashes a regular file, and measures the entropy of its first bytes. Reads at most
+/// the size seen when it was listed (a file grown to a petabyte meanwhile must not keep
+/// us reading), and refuses the result if the file changed while it was read.
 fn read_content(
     path: &Path,
     state: &FileState,
     hash_max_bytes: u64,
     buffer: &mut Vec<u8>,
 ) -> std::io::Result<(Option<[u8; 32]>, Option<f32>)> {
-    use nix::fcntl::OFlag;
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
-        .open(path)?;
+    let file = open_checked(path)?;
     let opened = file.metadata()?;
-    if !opened.is_file() || opened.ino() != state.inode {
+    if opened.ino() != state.inode {
         return Err(std::io::Error::other("replaced while being read"));
     }
     let hash = state.size <= hash_max_bytes;
+    let limit = if hash {
+        state.size
+    } else {
+        ENTROPY_SAMPLE as u64
+    };
     buffer.resize(READ_BUFFER, 0);
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     let mut histogram = [0u64; 256];
     let mut sampled = 0usize;
+    let mut reader = (&file).take(limit);
     loop {
-        let read = match file.read(buffer) {
+        let read = match reader.read(buffer) {
             Ok(0) => break,
             Ok(read) => read,
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -142,13 +177,14 @@ fn read_content(
             count_bytes(&chunk[..take], &mut histogram);
             sampled += take;
         }
-        if !hash {
-            if sampled >= ENTROPY_SAMPLE {
-                break;
-            }
-            continue;
+        if hash {
+            digest.update(chunk);
         }
-        digest.update(chunk);
+    }
+    let after = file.metadata()?;
+    let moved = |m: &std::fs::Metadata| (m.size(), m.mtime(), m.mtime_nsec(), m.ctime_nsec());
+    if moved(&after) != moved(&opened) || after.size() != state.size {
+        return Err(std::io::Error::other("changed while being read"));
     }
     let entropy = (sampled as u64 >= ENTROPY_MIN_BYTES).then(|| entropy(&histogram));
     let sha256 = hash.then(|| {
@@ -160,7 +196,7 @@ fn read_content(
 }
 
 /// What an entry looks like now. The content is read only when the metadata says it may
-/// have changed since `previous`; an unreadable file keeps what was known of its content.
+/// have changed since `previous`; when it cannot be read, it is left unknown.
 pub fn inspect(
     path: &Path,
     metadata: &std::fs::Metadata,
@@ -184,13 +220,9 @@ pub fn inspect(
                     state.sha256 = sha256;
                     state.entropy = entropy;
                 }
-                Err(error) => {
-                    if let Some(previous) = previous {
-                        state.sha256 = previous.sha256;
-                        state.entropy = previous.entropy;
-                    }
-                    return (state, Some(error));
-                }
+                // Unknown content: read again at the next look (the metadata differs
+                // from what was known, so keeping the old hash would hide a change).
+                Err(error) => return (state, Some(error)),
             }
         }
         EntryKind::Symlink => match std::fs::read_link(path) {
@@ -231,6 +263,8 @@ struct SortedWalk {
     peeked: Option<(Vec<u8>, walkdir::DirEntry)>,
     /// Directories whose content is unknown: baseline rows under them are kept.
     unreadable: Vec<PathBuf>,
+    /// An error without a path: deletions cannot be trusted.
+    incomplete: bool,
     errors: u64,
 }
 
@@ -249,6 +283,7 @@ impl SortedWalk {
             inner,
             peeked: None,
             unreadable: Vec::new(),
+            incomplete: false,
             errors: 0,
         }
     }
@@ -263,8 +298,11 @@ impl SortedWalk {
                         .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound);
                     if !missing {
                         self.errors += 1;
-                        if let Some(path) = error.path() {
-                            self.unreadable.push(path.to_path_buf());
+                        match error.path() {
+                            Some(path) => self.unreadable.push(path.to_path_buf()),
+                            // A listing that failed midway names no directory: nothing
+                            // missing from this walk can be taken for deleted.
+                            None => self.incomplete = true,
                         }
                     }
                 }
@@ -279,7 +317,7 @@ impl SortedWalk {
     }
 
     fn is_unknown(&self, path: &Path) -> bool {
-        self.unreadable.iter().any(|dir| path.starts_with(dir))
+        self.incomplete || self.unreadable.iter().any(|dir| path.starts_with(dir))
     }
 }
 
@@ -344,8 +382,8 @@ pub fn reconcile(
     std::thread::scope(|scope| -> Result<(), BaselineError> {
         for _ in 0..threads {
             let (job_queue, results) = (&job_queue, results.clone());
-            let hash_max_bytes = options.hash_max_bytes;
-            scope.spawn(move || hash_jobs(job_queue, results, hash_max_bytes));
+            let (hash_max_bytes, background) = (options.hash_max_bytes, options.background);
+            scope.spawn(move || hash_jobs(job_queue, results, hash_max_bytes, background));
         }
         let merge = scope.spawn(move || merge(root, reader, options, jobs, results));
         for group in received {
@@ -372,8 +410,11 @@ fn hash_jobs(
     queue: &std::sync::Mutex<mpsc::Receiver<Vec<Job>>>,
     results: mpsc::SyncSender<Results>,
     hash_max_bytes: u64,
+    background: bool,
 ) {
-    lower_priority();
+    if background {
+        lower_priority();
+    }
     let mut buffer = Vec::new();
     loop {
         let group = match queue.lock() {
@@ -481,7 +522,16 @@ fn merge(
                 let _ = results.send(std::mem::take(&mut local));
             }
         };
+    let cancelled = || {
+        options
+            .cancel
+            .as_ref()
+            .is_some_and(|cancel| cancel.load(std::sync::atomic::Ordering::Relaxed))
+    };
     reader.for_each_under(root, &mut |path, previous| {
+        if cancelled() {
+            return Err(BaselineError::Walk("stopped".into()));
+        }
         let row_key = key(&path);
         while walk.peek().is_some_and(|(walk_key, _)| *walk_key < row_key) {
             if let Some((_, entry)) = walk.take() {
@@ -501,6 +551,9 @@ fn merge(
         Ok(())
     })?;
     while let Some((_, entry)) = walk.take() {
+        if cancelled() {
+            return Err(BaselineError::Walk("stopped".into()));
+        }
         submit(Some(entry), None, None);
     }
     // (`submit`'s borrows of the groups end here.)
@@ -518,4 +571,114 @@ fn merge(
 /// unless set), so that a scan never starves the host's own work.
 fn lower_priority() {
     let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(hash_max_bytes: u64) -> ScanOptions {
+        ScanOptions {
+            hash_max_bytes,
+            hash_threads: 2,
+            excludes: vec![glob::Pattern::new("**/skip/**").expect("pattern")],
+            one_file_system: true,
+            background: true,
+            cancel: None,
+        }
+    }
+
+    /// Reconciles `root` with `baseline`, records the result, and returns what differed.
+    fn scan(root: &Path, baseline: &mut Baseline, options: &ScanOptions) -> Vec<Observation> {
+        let mut seen = Vec::new();
+        reconcile(root, baseline, options, &mut |o| seen.push(o)).expect("reconcile");
+        let updates: Vec<_> = seen
+            .iter()
+            .map(|o| (o.path.clone(), o.after.clone()))
+            .collect();
+        baseline.apply(&updates).expect("apply");
+        seen
+    }
+
+    #[test]
+    fn large_files_are_tracked_by_metadata_and_entropy_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("skip")).expect("dirs");
+        std::fs::write(root.join("small"), "hello\n".repeat(200)).expect("small");
+        std::fs::write(root.join("big"), vec![b'a'; 100_000]).expect("big");
+        std::fs::write(root.join("skip/ignored"), "x").expect("skipped");
+        let mut baseline = Baseline::open(&dir.path().join("b.db")).expect("open");
+        let options = options(50_000);
+        let first = scan(&root, &mut baseline, &options);
+        let state = |name: &str| {
+            first
+                .iter()
+                .find(|o| o.path.ends_with(name))
+                .and_then(|o| o.after.clone())
+                .expect(name)
+        };
+        assert!(state("small").sha256.is_some());
+        let big = state("big");
+        assert_eq!(big.sha256, None, "over the cap: not hashed");
+        assert!(big.entropy.is_some_and(|e| e < 0.01), "{big:?}");
+        assert!(
+            first.iter().all(|o| !o.path.ends_with("ignored")),
+            "excluded"
+        );
+
+        // Unchanged: nothing to report. A same-size rewrite of the big file is seen by its
+        // times, and reported with its new metadata.
+        assert!(scan(&root, &mut baseline, &options).is_empty());
+        std::fs::write(root.join("big"), vec![b'b'; 100_000]).expect("rewrite");
+        std::fs::write(root.join("small"), "changed\n").expect("rewrite");
+        let second = scan(&root, &mut baseline, &options);
+        let paths: Vec<_> = second.iter().map(|o| o.path.clone()).collect();
+        assert!(paths.contains(&root.join("big")) && paths.contains(&root.join("small")));
+        // A deleted file is reported gone once; an excluded directory's content never.
+        std::fs::remove_dir_all(root.join("skip")).expect("rm");
+        std::fs::remove_file(root.join("small")).expect("rm");
+        let third = scan(&root, &mut baseline, &options);
+        let files: Vec<_> = third
+            .iter()
+            .filter(|o| o.before.as_ref().is_some_and(|b| b.kind == EntryKind::File))
+            .collect();
+        assert_eq!(files.len(), 1, "{third:?}");
+        assert_eq!(files[0].path, root.join("small"));
+        assert!(files[0].after.is_none());
+    }
+
+    #[test]
+    fn a_file_reached_through_a_linked_directory_is_not_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).expect("dir");
+        std::fs::write(real.join("shadow"), "secret\n").expect("file");
+        std::os::unix::fs::symlink(&real, dir.path().join("swapped")).expect("link");
+        assert!(open_checked(&real.join("shadow")).is_ok());
+        let error = open_checked(&dir.path().join("swapped/shadow")).expect_err("refused");
+        assert!(error.to_string().contains("replaced by a link"), "{error}");
+        // A FIFO is not read (nor waited on).
+        let fifo = dir.path().join("pipe");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
+        assert!(open_checked(&fifo).is_err());
+    }
+
+    #[test]
+    fn entropy_tells_text_from_random_bytes() {
+        let mut histogram = [0u64; 256];
+        count_bytes(
+            "the quick brown fox jumps over the lazy dog "
+                .repeat(100)
+                .as_bytes(),
+            &mut histogram,
+        );
+        assert!(entropy(&histogram) < 4.5);
+        let mut histogram = [0u64; 256];
+        let random: Vec<u8> = (0..16_384u32)
+            .map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        count_bytes(&random, &mut histogram);
+        assert!(entropy(&histogram) > 7.5, "{}", entropy(&histogram));
+    }
 }
