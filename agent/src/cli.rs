@@ -81,8 +81,11 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
         /// The log file to replay.
+        #[arg(long, required_unless_present = "pcap", conflicts_with = "pcap")]
+        log: Option<PathBuf>,
+        /// A packet capture (pcap or pcapng) to replay through the network detectors.
         #[arg(long)]
-        log: PathBuf,
+        pcap: Option<PathBuf>,
         /// Format of the file: syslog, nginx (also apache), journald-json.
         #[arg(long, default_value = "syslog")]
         format: crate::sources::logs::format::Format,
@@ -186,10 +189,35 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Preview { config } => preview(&load(&config)?),
         Command::Replay {
             config,
-            log,
+            pcap: Some(pcap),
+            ..
+        } => {
+            let config = config.map(|path| load(&path)).transpose()?;
+            let network = config
+                .as_ref()
+                .and_then(|c| c.sources.network.clone())
+                .unwrap_or_default();
+            let mut detector = crate::detect::network::NetworkDetector::new(
+                network.thresholds.clone(),
+                network.load_advisories(config.as_ref().map(|c| c.state_dir.as_path()))?,
+            );
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let stats = crate::replay::replay_pcap(&pcap, &mut detector, &mut |signal| {
+                serde_json::to_writer(&mut out, &signal)?;
+                out.write_all(b"\n")?;
+                Ok(())
+            })?;
+            out.flush()?;
+            eprintln!("{}", serde_json::to_string(&stats)?);
+            Ok(())
+        }
+        Command::Replay {
+            config,
+            log: Some(log),
             format,
             year,
             utc_offset,
+            ..
         } => {
             let config = config.map(|path| load(&path)).transpose()?;
             let rules =
@@ -222,6 +250,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 stats.invalid_utf8
             );
             Ok(())
+        }
+        Command::Replay { .. } => {
+            anyhow::bail!("replay needs --log FILE or --pcap FILE")
         }
     }
 }

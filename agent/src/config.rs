@@ -46,6 +46,9 @@ pub struct SourcesSection {
     /// File integrity and ransomware (`[sources.files]`).
     #[serde(default)]
     pub files: Option<crate::sources::files::FilesConfig>,
+    /// Packets: scans, floods, advisories, DNS tunnels (`[sources.network]`).
+    #[serde(default)]
+    pub network: Option<crate::sources::network::NetworkConfig>,
 }
 
 /// One group of log files of one format.

@@ -48,6 +48,12 @@ pub struct Network {
     prefix: u8,
 }
 
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
 impl Network {
     pub fn parse(text: &str) -> Result<Self, String> {
         let invalid =
@@ -115,6 +121,8 @@ pub enum PrivacyError {
 
 /// Attributes that hold file paths (see `detect::files`).
 const PATH_ATTRIBUTES: &[&str] = &["path", "from_path", "sample_path"];
+/// Attributes that hold one of the member's own addresses (see `detect::network`).
+const ADDRESS_ATTRIBUTES: &[&str] = &["target", "host_address"];
 
 /// The filter, with its key.
 pub struct PrivacyFilter {
@@ -250,6 +258,16 @@ impl PrivacyFilter {
                     indicator.value = self.pseudonym("host", &indicator.value);
                 }
                 _ => {}
+            }
+        }
+        if !self.config.share_internal_addresses {
+            for name in ADDRESS_ATTRIBUTES {
+                if let Some(vedetta_common::AttributeValue::Text(address)) =
+                    signal.attributes.get_mut(*name)
+                    && address.parse().is_ok_and(|ip| self.internal(ip))
+                {
+                    *address = self.pseudonym("ip", address);
+                }
             }
         }
         if !self.config.share_file_paths {

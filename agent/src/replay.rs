@@ -91,3 +91,51 @@ pub fn replay_with(
     pipeline.flush().try_for_each(&mut *emit)?;
     Ok(pipeline.stats())
 }
+
+/// Figures about a pcap replay.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PcapReplayStats {
+    pub file: crate::sources::network::pcap::PcapStats,
+    pub decoded: u64,
+    pub not_ip: u64,
+    pub malformed: u64,
+    pub network: crate::detect::network::NetworkStats,
+}
+
+/// Replays a capture file through the network detectors, in packet time, handing each
+/// signal to `emit`.
+pub fn replay_pcap(
+    path: &Path,
+    detector: &mut crate::detect::network::NetworkDetector,
+    emit: &mut dyn FnMut(vedetta_common::Signal) -> anyhow::Result<()>,
+) -> anyhow::Result<PcapReplayStats> {
+    use crate::sources::network::decode::{Skip, decode};
+    let mut stats = PcapReplayStats::default();
+    let mut failed = None;
+    stats.file = crate::sources::network::pcap::read(path, &mut |link, bytes, at, length| {
+        if failed.is_some() {
+            return;
+        }
+        match decode(link, bytes, at, length) {
+            Ok(packet) => {
+                stats.decoded += 1;
+                for signal in detector.process(&packet) {
+                    if let Err(error) = emit(signal) {
+                        failed = Some(error);
+                        return;
+                    }
+                }
+            }
+            Err(Skip::NotIp) => stats.not_ip += 1,
+            Err(Skip::Malformed) => stats.malformed += 1,
+        }
+    })?;
+    if let Some(error) = failed {
+        return Err(error);
+    }
+    for signal in detector.flush() {
+        emit(signal)?;
+    }
+    stats.network = detector.stats();
+    Ok(stats)
+}

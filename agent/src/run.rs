@@ -10,6 +10,7 @@ use crate::privacy::PrivacyFilter;
 use crate::sources::files::{self, FileSource};
 use crate::sources::journald::{self, JournaldSource};
 use crate::sources::logs::live::{self, LogSource};
+use crate::sources::network::{self, NetworkSource};
 use crate::spool::{Spool, SpoolStats};
 use crate::state::{Enrollment, StateLock, StatePaths};
 use crate::tls;
@@ -304,6 +305,18 @@ pub async fn run(
             "files".into(),
             source,
             files::run,
+            &sender,
+            &health,
+            &stop_sources,
+        )?);
+    }
+
+    if let Some(network_config) = &config.sources.network {
+        let source = NetworkSource::open(network_config, &paths.dir)?;
+        source_threads.push(spawn_source(
+            "network".into(),
+            source,
+            network::run,
             &sender,
             &health,
             &stop_sources,

@@ -5,4 +5,5 @@
 pub mod engine;
 pub mod events;
 pub mod files;
+pub mod network;
 pub mod rules;

@@ -5,3 +5,4 @@
 pub mod files;
 pub mod journald;
 pub mod logs;
+pub mod network;

@@ -1,0 +1,319 @@
+//! The network: packets captured live (pnet) or read from pcap files, summarised by
+//! [`decode`] for the network detectors (`detect::network`).
+
+pub mod decode;
+pub mod pcap;
+
+use crate::detect::network::{Advised, Advisories, NetworkDetector, NetworkThresholds};
+use crate::health::Health;
+use decode::{LinkType, Skip, decode};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use vedetta_common::{IndicatorType, Severity, Signal, Timestamp};
+
+/// `[sources.network]` of the agent configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Interfaces to capture on; every interface that is up (loopback aside) when empty.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Also capture frames not addressed to this host (a SPAN port).
+    #[serde(default)]
+    pub promiscuous: bool,
+    /// Indicators to match besides those the collector pushed: one JSON object a line,
+    /// `{"type": "ip" | "cidr" | "domain", "value": "…", "advisory": "…", "severity": "high"}`.
+    #[serde(default)]
+    pub advisories_file: Option<PathBuf>,
+    #[serde(default)]
+    pub thresholds: NetworkThresholds,
+}
+
+/// The file where the uplink keeps the advisories the collector pushed.
+pub fn pushed_advisories(state_dir: &Path) -> PathBuf {
+    state_dir.join("advisories.ndjson")
+}
+
+/// One line of an advisories file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdvisoryLine {
+    #[serde(rename = "type")]
+    pub kind: IndicatorType,
+    pub value: String,
+    #[serde(default)]
+    pub advisory: String,
+    #[serde(default = "default_severity")]
+    pub severity: Severity,
+}
+
+fn default_severity() -> Severity {
+    Severity::High
+}
+
+impl NetworkConfig {
+    /// The advisories in force: those pushed by the collector (in `state_dir`), and the
+    /// configured file. A line that cannot be read is reported and skipped.
+    pub fn load_advisories(&self, state_dir: Option<&Path>) -> anyhow::Result<Advisories> {
+        let mut advisories = Advisories::default();
+        let files = state_dir
+            .map(pushed_advisories)
+            .into_iter()
+            .chain(self.advisories_file.clone());
+        for file in files {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(text) => text,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => anyhow::bail!("cannot read {}: {error}", file.display()),
+            };
+            for (number, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match serde_json::from_str::<AdvisoryLine>(line) {
+                    Ok(line) => advisories.add(
+                        line.kind,
+                        &line.value,
+                        Advised {
+                            advisory: line.advisory,
+                            severity: line.severity,
+                        },
+                    ),
+                    Err(error) => {
+                        warn!(file = %file.display(), line = number + 1, %error, "advisory line skipped")
+                    }
+                }
+            }
+        }
+        Ok(advisories)
+    }
+
+    /// The advisory files' latest modification, to notice a change.
+    fn advisories_changed_at(&self, state_dir: &Path) -> Option<SystemTime> {
+        [
+            Some(pushed_advisories(state_dir)),
+            self.advisories_file.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|file| std::fs::metadata(file).and_then(|m| m.modified()).ok())
+        .max()
+    }
+}
+
+/// Packets waiting between the capture threads and the detector.
+const PACKET_QUEUE: usize = 65_536;
+
+/// A live capture on one interface.
+struct Capture {
+    name: String,
+    receiver: Box<dyn pnet_datalink::DataLinkReceiver>,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The network source: open captures and the detector.
+#[derive(Debug)]
+pub struct NetworkSource {
+    config: NetworkConfig,
+    state_dir: PathBuf,
+    captures: Vec<Capture>,
+    detector: NetworkDetector,
+}
+
+impl NetworkSource {
+    /// Opens a capture on each configured interface. Capturing needs CAP_NET_RAW: without
+    /// it, this fails with an error that says so.
+    pub fn open(config: &NetworkConfig, state_dir: &Path) -> anyhow::Result<Self> {
+        let all = pnet_datalink::interfaces();
+        let chosen: Vec<_> = if config.interfaces.is_empty() {
+            all.into_iter()
+                .filter(|i| i.is_up() && !i.is_loopback())
+                .collect()
+        } else {
+            config
+                .interfaces
+                .iter()
+                .map(|name| {
+                    all.iter()
+                        .find(|i| &i.name == name)
+                        .cloned()
+                        .ok_or_else(|| anyhow::anyhow!("no network interface {name:?}"))
+                })
+                .collect::<anyhow::Result<_>>()?
+        };
+        let mut captures = Vec::new();
+        for interface in chosen {
+            let settings = pnet_datalink::Config {
+                read_buffer_size: 65_536,
+                read_timeout: Some(Duration::from_millis(250)),
+                promiscuous: config.promiscuous,
+                ..pnet_datalink::Config::default()
+            };
+            let receiver = match pnet_datalink::channel(&interface, settings) {
+                Ok(pnet_datalink::Channel::Ethernet(_, receiver)) => receiver,
+                Ok(_) => anyhow::bail!("{}: not an Ethernet-like interface", interface.name),
+                Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+                    anyhow::bail!(
+                        "capturing on {} needs the CAP_NET_RAW capability: run the agent as root, \
+                         or give its service AmbientCapabilities=CAP_NET_RAW ({error})",
+                        interface.name
+                    )
+                }
+                Err(error) => anyhow::bail!("cannot capture on {}: {error}", interface.name),
+            };
+            captures.push(Capture {
+                name: interface.name.clone(),
+                receiver,
+            });
+        }
+        let detector = NetworkDetector::new(
+            config.thresholds.clone(),
+            config.load_advisories(Some(state_dir))?,
+        );
+        Ok(Self {
+            config: config.clone(),
+            state_dir: state_dir.to_path_buf(),
+            captures,
+            detector,
+        })
+    }
+}
+
+/// Figures of a live capture, shared by its threads.
+#[derive(Debug, Default)]
+struct Counters {
+    packets: AtomicU64,
+    malformed: AtomicU64,
+    /// Packets the detector could not keep up with.
+    dropped: AtomicU64,
+}
+
+/// Runs the source until `stop` is set: one thread per interface captures and decodes,
+/// this one detects.
+pub fn run(
+    mut source: NetworkSource,
+    signals: mpsc::Sender<Signal>,
+    health: Arc<Health>,
+    stop: Arc<AtomicBool>,
+) {
+    let (packets, received) = std_mpsc::sync_channel(PACKET_QUEUE);
+    let counters = Arc::new(Counters::default());
+    let mut threads = Vec::new();
+    for capture in std::mem::take(&mut source.captures) {
+        let (packets, counters, stop) = (packets.clone(), Arc::clone(&counters), Arc::clone(&stop));
+        let name = format!("capture-{}", capture.name);
+        match std::thread::Builder::new()
+            .name(name)
+            .spawn(move || capture_loop(capture, packets, &counters, &stop))
+        {
+            Ok(thread) => threads.push(thread),
+            Err(error) => {
+                health.source_error("network");
+                warn!(%error, "cannot start a capture thread");
+            }
+        }
+    }
+    drop(packets);
+    info!(
+        interfaces = threads.len(),
+        advisories = source.detector_advisories(),
+        "network source started"
+    );
+    let mut advisories_at = source.config.advisories_changed_at(&source.state_dir);
+    let mut checked = Instant::now();
+    loop {
+        match received.recv_timeout(Duration::from_millis(250)) {
+            Ok(packet) => {
+                for signal in source.detector.process(&packet) {
+                    let _ = signals.blocking_send(signal);
+                }
+            }
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if checked.elapsed() >= Duration::from_millis(200) {
+            checked = Instant::now();
+            for signal in source.detector.tick(Timestamp::now()) {
+                let _ = signals.blocking_send(signal);
+            }
+            // New advisories (pushed by the collector, or edited): matched from now on.
+            let changed = source.config.advisories_changed_at(&source.state_dir);
+            if changed != advisories_at {
+                advisories_at = changed;
+                match source.config.load_advisories(Some(&source.state_dir)) {
+                    Ok(advisories) => {
+                        info!(indicators = advisories.len(), "advisories reloaded");
+                        source.detector.set_advisories(advisories);
+                    }
+                    Err(error) => warn!(%error, "cannot reload the advisories"),
+                }
+            }
+        }
+        if stop.load(Ordering::Relaxed) && received.try_recv().is_err() {
+            break;
+        }
+    }
+    for thread in threads {
+        let _ = thread.join();
+    }
+    for signal in source.detector.flush() {
+        let _ = signals.blocking_send(signal);
+    }
+    info!(
+        packets = counters.packets.load(Ordering::Relaxed),
+        malformed = counters.malformed.load(Ordering::Relaxed),
+        dropped = counters.dropped.load(Ordering::Relaxed),
+        "network source stopped"
+    );
+}
+
+impl NetworkSource {
+    fn detector_advisories(&self) -> usize {
+        self.config
+            .load_advisories(Some(&self.state_dir))
+            .map_or(0, |a| a.len())
+    }
+}
+
+fn capture_loop(
+    mut capture: Capture,
+    packets: std_mpsc::SyncSender<decode::PacketInfo>,
+    counters: &Counters,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let frame = match capture.receiver.next() {
+            Ok(frame) => frame,
+            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(error) => {
+                warn!(interface = %capture.name, %error, "capture failed");
+                return;
+            }
+        };
+        counters.packets.fetch_add(1, Ordering::Relaxed);
+        let length = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        match decode(LinkType::Ethernet, frame, Timestamp::now(), length) {
+            Ok(packet) => {
+                if packets.try_send(packet).is_err() {
+                    counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(Skip::Malformed) => {
+                counters.malformed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(Skip::NotIp) => {}
+        }
+    }
+}
