@@ -49,6 +49,9 @@ pub struct SourcesSection {
     /// Packets: scans, floods, advisories, DNS tunnels (`[sources.network]`).
     #[serde(default)]
     pub network: Option<crate::sources::network::NetworkConfig>,
+    /// Processes: miners, programs run from /tmp or deleted (`[sources.host]`).
+    #[serde(default)]
+    pub host: Option<crate::sources::host::HostConfig>,
 }
 
 /// One group of log files of one format.

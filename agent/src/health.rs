@@ -16,6 +16,8 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct Health {
     started: Instant,
     source_errors: Mutex<BTreeMap<String, u64>>,
+    /// The host, once the host source has looked.
+    inventory: Mutex<Option<vedetta_common::protocol::HostInventory>>,
 }
 
 impl Default for Health {
@@ -29,6 +31,7 @@ impl Health {
         Self {
             started: Instant::now(),
             source_errors: Mutex::new(BTreeMap::new()),
+            inventory: Mutex::new(None),
         }
     }
 
@@ -40,6 +43,11 @@ impl Health {
     pub fn source_error(&self, source: &str) {
         let mut errors = self.source_errors.lock().unwrap_or_else(|p| p.into_inner());
         *errors.entry(source.to_owned()).or_default() += 1;
+    }
+
+    /// Records what the host is, for the next heartbeats.
+    pub fn set_inventory(&self, inventory: vedetta_common::protocol::HostInventory) {
+        *self.inventory.lock().unwrap_or_else(|p| p.into_inner()) = Some(inventory);
     }
 
     pub fn source_errors(&self) -> Vec<(String, u64)> {
@@ -55,6 +63,11 @@ impl Health {
             drops_total: spool.drops_total,
             source_errors: self.source_errors(),
             sent_at: Timestamp::now(),
+            inventory: self
+                .inventory
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 

@@ -311,6 +311,18 @@ pub async fn run(
         )?);
     }
 
+    // What this host is, for the heartbeats (whether or not its processes are watched).
+    health.set_inventory(crate::sources::host::inventory());
+    if let Some(host_config) = &config.sources.host {
+        source_threads.push(spawn_source(
+            "host".into(),
+            crate::sources::host::HostSource::new(host_config),
+            crate::sources::host::run,
+            &sender,
+            &health,
+            &stop_sources,
+        )?);
+    }
     if let Some(network_config) = &config.sources.network {
         let source = NetworkSource::open(network_config, &paths.dir)?;
         source_threads.push(spawn_source(

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::DryRun;
+use common::{DryRun, sha256_of};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -104,18 +104,6 @@ impl Host {
 fn about(kind: &'static str, path: PathBuf) -> impl Fn(&Value) -> bool {
     let path = path.display().to_string();
     move |signal| signal["kind"] == kind && signal["attributes"]["path"] == path.as_str()
-}
-
-fn sha256_of(path: &Path) -> String {
-    let output = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&output.stdout)
-        .split_whitespace()
-        .next()
-        .expect("hash")
-        .to_owned()
 }
 
 #[test]

@@ -214,13 +214,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 Format::Json => print_json(&serde_json::to_value(&agents)?),
                 Format::Table => {
                     println!(
-                        "{:<28} {:<16} {:<20} {:<8} {:>6} {:>6} {:<26} STATE",
-                        "AGENT", "ORG", "LABEL", "VERSION", "SPOOL", "DROPS", "LAST SEEN"
+                        "{:<28} {:<16} {:<20} {:<8} {:>6} {:>6} {:<26} {:<8} HOST",
+                        "AGENT", "ORG", "LABEL", "VERSION", "SPOOL", "DROPS", "LAST SEEN", "STATE"
                     );
                     for agent in agents {
                         let dash = || "-".to_owned();
                         println!(
-                            "{:<28} {:<16} {:<20} {:<8} {:>6} {:>6} {:<26} {}",
+                            "{:<28} {:<16} {:<20} {:<8} {:>6} {:>6} {:<26} {:<8} {}",
                             agent.id,
                             agent.org,
                             agent.label.chars().take(20).collect::<String>(),
@@ -233,6 +233,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                             } else {
                                 "active"
                             },
+                            agent.inventory.as_ref().map_or_else(dash, |host| format!(
+                                "{}, kernel {}, {}, {} CPUs, {} MiB",
+                                host.os, host.kernel, host.arch, host.cpus, host.memory_mib
+                            )),
                         );
                     }
                 }

@@ -529,6 +529,15 @@ fn sanitize_heartbeat(mut heartbeat: Heartbeat) -> Heartbeat {
     for (source, _) in &mut heartbeat.source_errors {
         *source = sanitize(source, 128);
     }
+    if let Some(inventory) = &mut heartbeat.inventory {
+        for text in [
+            &mut inventory.os,
+            &mut inventory.kernel,
+            &mut inventory.arch,
+        ] {
+            *text = sanitize(text, 128);
+        }
+    }
     heartbeat
 }
 

@@ -82,6 +82,19 @@ pub struct Heartbeat {
     #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_HEARTBEAT_SOURCES>")]
     pub source_errors: Vec<(String, u64)>,
     pub sent_at: Timestamp,
+    /// What the host is (sent when the agent has looked; refreshed rarely).
+    pub inventory: Option<HostInventory>,
+}
+
+/// The host an agent runs on. No host name: the agent's signals carry its pseudonym.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInventory {
+    /// Distribution and version (`Debian GNU/Linux 12`).
+    pub os: String,
+    pub kernel: String,
+    pub arch: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
 }
 
 /// A batch of signals with the agent's batch sequence number.

@@ -128,6 +128,15 @@ fn message() -> impl Strategy<Value = Message> {
                     drops_total: spool_depth / 2,
                     source_errors,
                     sent_at: Timestamp(1),
+                    inventory: (uptime_s % 2 == 0).then(|| {
+                        vedetta_common::protocol::HostInventory {
+                            os: "Debian GNU/Linux 12".into(),
+                            kernel: "6.1.0".into(),
+                            arch: "x86_64".into(),
+                            cpus: 2,
+                            memory_mib: spool_depth % 65_536,
+                        }
+                    }),
                 }
             )),
     ]

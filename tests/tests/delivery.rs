@@ -54,7 +54,8 @@ fn enrolled_agent_delivers_every_signal_once_with_the_identity_of_its_certificat
         .find(|s| s.signal.id == signals[0].id)
         .expect("first");
     assert_eq!(first.signal, signals[0]);
-    // Heartbeats reach the collector: agent list shows version and spool figures.
+    // Heartbeats reach the collector: agent list shows version, spool figures and the
+    // host's inventory (what this very machine is).
     wait_until("heartbeat recorded", || {
         let list = collector
             .cli(&["agent", "list", "--format", "json"])
@@ -62,6 +63,20 @@ fn enrolled_agent_delivers_every_signal_once_with_the_identity_of_its_certificat
         let agents: serde_json::Value = serde_json::from_str(&list).expect("json");
         agents[0]["agent_version"].is_string() && agents[0]["spool_depth"] == 0
     });
+    let list = collector
+        .cli(&["agent", "list", "--format", "json"])
+        .expect("agent list");
+    let agents: serde_json::Value = serde_json::from_str(&list).expect("json");
+    let inventory = &agents[0]["inventory"];
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("kernel");
+    assert_eq!(inventory["kernel"], kernel.trim(), "{inventory}");
+    assert_eq!(inventory["arch"], std::env::consts::ARCH, "{inventory}");
+    assert!(inventory["cpus"].as_u64() >= Some(1), "{inventory}");
+    assert!(inventory["memory_mib"].as_u64() > Some(0), "{inventory}");
+    assert!(
+        inventory["os"].as_str().is_some_and(|os| !os.is_empty()),
+        "{inventory}"
+    );
     wait_until("agent reports the last ack", || {
         let status = agent.status();
         status["spool"]["acked_total"].as_u64() >= Some(1_000)

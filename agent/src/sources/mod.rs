@@ -3,6 +3,7 @@
 //! journal (`journald`).
 
 pub mod files;
+pub mod host;
 pub mod journald;
 pub mod logs;
 pub mod network;

@@ -9,6 +9,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The SHA-256 of a file, as the real `sha256sum` computes it.
+pub fn sha256_of(path: &Path) -> String {
+    let output = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()
+        .expect("hash")
+        .to_owned()
+}
+
 /// A running `vedetta-agent run --dry-run`.
 pub struct DryRun {
     child: Child,

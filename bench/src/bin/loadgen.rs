@@ -236,6 +236,7 @@ async fn idle_connections(
             drops_total: 0,
             source_errors: Vec::new(),
             sent_at: Timestamp::now(),
+            inventory: None,
         });
         codec::write_frame(&mut control, &beat, MAX_CONTROL_FRAME).await?;
         held.push((endpoint, connection, control));

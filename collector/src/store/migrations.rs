@@ -3,9 +3,10 @@
 //! PostgreSQL accept (TEXT, BIGINT, SMALLINT).
 
 /// `(version, statements)`, in order. Never edit a released migration: add a new one.
-pub const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "
     CREATE TABLE orgs (
         id          TEXT PRIMARY KEY,
         name        TEXT NOT NULL,
@@ -48,7 +49,14 @@ pub const MIGRATIONS: &[(i64, &str)] = &[(
     );
     CREATE INDEX signals_by_org_time ON signals (org, last_seen);
     ",
-)];
+    ),
+    (
+        2,
+        "
+    ALTER TABLE agents ADD COLUMN inventory TEXT;
+    ",
+    ),
+];
 
 /// The newest schema this build knows.
 pub fn latest() -> i64 {

@@ -55,6 +55,8 @@ pub struct AgentRecord {
     pub spool_depth: Option<u64>,
     pub drops_total: Option<u64>,
     pub source_errors: Vec<(String, u64)>,
+    /// The host, as its agent last described it.
+    pub inventory: Option<vedetta_common::protocol::HostInventory>,
 }
 
 impl AgentRecord {
@@ -79,6 +81,7 @@ impl AgentRecord {
             spool_depth: None,
             drops_total: None,
             source_errors: Vec::new(),
+            inventory: None,
         }
     }
 }

@@ -97,12 +97,15 @@ impl SqliteStore {
             source_errors: source_errors
                 .and_then(|text| serde_json::from_str(&text).ok())
                 .unwrap_or_default(),
+            inventory: row
+                .get::<_, Option<String>>(13)?
+                .and_then(|text| serde_json::from_str(&text).ok()),
         })
     }
 }
 
 const AGENT_COLUMNS: &str = "id, org, label, cert_fingerprint, enrolled_at, revoked_at, last_seen, \
-     agent_version, uptime_s, spool_depth, drops_total, last_batch_seq, source_errors";
+     agent_version, uptime_s, spool_depth, drops_total, last_batch_seq, source_errors, inventory";
 
 impl Store for SqliteStore {
     fn add_org(&mut self, id: &str, name: &str, now: Timestamp) -> Result<(), StoreError> {
@@ -246,9 +249,16 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let errors = serde_json::to_string(&heartbeat.source_errors)
             .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let inventory = heartbeat
+            .inventory
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
         self.connection.execute(
             "UPDATE agents SET last_seen = ?1, agent_version = ?2, uptime_s = ?3, spool_depth = ?4,
-                 drops_total = ?5, source_errors = ?6 WHERE id = ?7",
+                 drops_total = ?5, source_errors = ?6, inventory = coalesce(?7, inventory)
+             WHERE id = ?8",
             params![
                 now.0,
                 heartbeat.agent_version,
@@ -256,6 +266,7 @@ impl Store for SqliteStore {
                 to_i64(heartbeat.spool_depth),
                 to_i64(heartbeat.drops_total),
                 errors,
+                inventory,
                 agent_id
             ],
         )?;
