@@ -6,6 +6,77 @@ fn agent() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vedetta-agent"))
 }
 
+/// The shipped configuration with every commented example made live: `# key = value`
+/// and `# [section]` lines lose their `# ` (and their trailing comments), as a member
+/// would write them.
+fn with_examples_enabled(text: &str, rules_dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let body = line.strip_prefix("# ").unwrap_or("");
+        let setting = body.starts_with('[')
+            || body.split_once(" = ").is_some_and(|(key, _)| {
+                !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+            || (line.starts_with("#      ")
+                && line.trim_start_matches('#').trim_start().starts_with('"'));
+        let live = if setting {
+            let value = if body.is_empty() {
+                line.trim_start_matches('#').trim_start()
+            } else {
+                body
+            };
+            value
+                .split("  #")
+                .next()
+                .unwrap_or(value)
+                .trim_end()
+                .to_owned()
+        } else {
+            line.to_owned()
+        };
+        let live = if live.starts_with("rules_dir = ") {
+            format!("rules_dir = \"{}\"", rules_dir.display())
+        } else {
+            live
+        };
+        out.push_str(&live);
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn every_example_of_the_shipped_file_is_valid() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/agent.toml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules.d");
+    std::fs::create_dir(&rules).expect("rules dir");
+    let full = dir.path().join("agent.toml");
+    let text = with_examples_enabled(&std::fs::read_to_string(shipped).expect("shipped"), &rules);
+    for section in [
+        "[sources.files]",
+        "[sources.network]",
+        "[sources.host]",
+        "[[sources.logs]]",
+    ] {
+        assert!(
+            text.contains(&format!("\n{section}\n")),
+            "{section} not enabled:\n{text}"
+        );
+    }
+    std::fs::write(&full, &text).expect("write");
+    let output = agent()
+        .args(["check-config", "--config"])
+        .arg(&full)
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
 fn check_config_accepts_the_shipped_file_and_names_the_line_of_an_error() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/agent.toml");

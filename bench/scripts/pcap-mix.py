@@ -50,6 +50,7 @@ with precompiled structs from per-connection header templates, and written in 8 
 batches: 5,000,000 packets (about 3.5 GB) take well under two minutes.
 """
 import argparse
+import heapq
 import math
 import random
 import struct
@@ -182,18 +183,17 @@ def dns_question(name: str, qtype: int) -> bytes:
 
 
 class Specials:
-    """The port scan and the SYN burst: frames (time in µs, bytes) made up front and merged
-    into the stream by time."""
+    """The port scan and the SYN burst: TCP frames (time in µs, number, arguments of
+    Writer.tcp) made up front, merged into the stream by time."""
 
     def __init__(self, rng: random.Random, packets: int, sources: int, duration_us: int):
         self.frames = []
         scale = min(1.0, duration_us / 30e6)  # a run shorter than 30 s: compressed
         self.scan(rng, min(1000, packets // 20), sources, int(0.35 * duration_us), int(10e6 * scale))
         self.burst(rng, min(6000, packets // 20), sources, int(0.60 * duration_us), int(4e6 * scale))
-        self.frames.sort(key=lambda f: f[0])
 
     def add(self, at: int, flow, seq: int, ack: int, flags: int, options: bytes = b""):
-        self.frames.append((at, (flow, seq, ack, flags, options)))
+        self.frames.append((at, len(self.frames), (flow, seq, ack, flags, b"", options)))
 
     def scan(self, rng, ports: int, sources: int, start: int, span: int):
         scanner, target = external(sources), bytes(SCAN_TARGET)
@@ -270,7 +270,12 @@ def main() -> None:
     questions = [(dns_question(n, 1), 1) for n in names] + [(dns_question(n, 28), 28) for n in names[::4]]
 
     specials = Specials(rng, packets, sources, duration_us)
+    # Frames due at a given time: the scan and the burst, and DNS answers, a heap of
+    # (time, number, Writer.tcp arguments or (flow, payload) for Writer.udp).
     pending = specials.frames
+    heapq.heapify(pending)
+    special_count = len(pending)
+    queued = special_count
     # Live TCP connections: [client side, server side, client seq, server seq, phase,
     # data packets left, payload table]; phases: 0 SYN, 1 SYN-ACK, 2 ACK, 3 data,
     # 4-6 FIN-ACK / FIN-ACK / ACK (closes), 7 gone.
@@ -318,21 +323,21 @@ def main() -> None:
     writer = Writer(out, START)
     parts_append = writer.parts.append
     gap = duration_us / packets
-    at_f, floor_at, ipid = 0.0, 0, 0
-    specials_left = len(pending)
-    next_special = pending[0][0] if pending else 1 << 62
+    at_f, ipid = 0.0, 0
+    next_due = pending[0][0] if pending else 1 << 62
     fast = slow = noise = udp = 0
     while written < packets:
         at_f += gap * -log(1.0 - rand())
         at = int(at_f)
-        if at >= next_special or packets - written <= specials_left:
-            # The scan and the burst, at their own times (never before a frame written).
-            when, (flow, seq, ack, flags, options) = pending[len(pending) - specials_left]
-            specials_left -= 1
-            next_special = pending[len(pending) - specials_left][0] if specials_left else 1 << 62
-            when = max(when, floor_at)
+        if at >= next_due or packets - written <= len(pending):
+            # A frame due (all are later than any frame written), or the last ones.
+            when, _, frame = heapq.heappop(pending)
+            next_due = pending[0][0] if pending else 1 << 62
             writer.ipid = ipid
-            writer.tcp(when, flow, seq, ack, flags, b"", options)
+            if len(frame) == 2:
+                writer.udp(when, *frame)
+            else:
+                writer.tcp(when, *frame)
             ipid = writer.ipid
             written += 1
             at_f = max(at_f, float(when))
@@ -416,7 +421,7 @@ def main() -> None:
         writer.ipid = ipid
         kind = getrandbits(4)
         client = CLIENTS[getrandbits(16) % 180]
-        if kind < 5 and packets - written - specials_left >= 2:
+        if kind < 5 and packets - written - len(pending) >= 2:
             question, qtype = questions[getrandbits(16) % len(questions)]
             txid, cport = getrandbits(16), 32768 + getrandbits(16) % 28000
             query = side(prefix(mac_of(DNS_SERVER), mac_of(client)), 64, 17, bytes(client), bytes(DNS_SERVER), cport, 53, 0)
@@ -427,10 +432,10 @@ def main() -> None:
                 answer = struct.pack(">HHHHHH", txid, 0x8180, 1, 1, 0, 0) + question + record
             else:
                 answer = struct.pack(">HHHHHH", txid, 0x8180, 1, 0, 0, 0) + question
-            at_f += 200 + getrandbits(12)  # the resolver's delay
-            floor_at = int(at_f)
-            writer.udp(floor_at, reply, answer)
-            written += 2
+            queued += 1  # the answer, after the resolver's delay
+            heapq.heappush(pending, (at + 200 + getrandbits(12), queued, (reply, answer)))
+            next_due = pending[0][0]
+            written += 1
             udp += 2
         elif kind < 14:
             cdn = getrandbits(8) % 12
@@ -458,9 +463,9 @@ def main() -> None:
     writer.flush()
     out.close()
     print(
-        f"{args.output}: {written} packets over {at_f / 1e6:.0f} s: TCP {fast + slow + noise + len(pending)} "
+        f"{args.output}: {written} packets over {at_f / 1e6:.0f} s: TCP {fast + slow + noise + special_count} "
         f"({next_connection} connections: {fast} established data/ACK segments, {slow} handshake "
-        f"and close segments; {noise} noise SYNs; {len(pending)} scan and burst packets), UDP {udp}; "
+        f"and close segments; {noise} noise SYNs; {special_count} scan and burst packets), UDP {udp}; "
         f"external addresses used {min(next_connection, sources)} of {sources}; "
         f"{time.monotonic() - began:.1f} s",
         file=sys.stderr,
