@@ -26,16 +26,19 @@ from outside go through it): locally administered unicast addresses, none of a r
 The mix (figures for --packets 5000000 --sources 1000000; stderr gives the exact counts):
   * about 89% TCP connections between internal and external hosts (65% outbound to ports
     443, 80, 993; 35% inbound to internal servers on 443, 80, 22), interleaved (1024 open
-    at a time). Most packets are established traffic: ACK or PSH-ACK, with payloads of 60 to
-    1460 bytes (TLS application-data records on 443 and 993), or pure ACKs. Some connections
+    at a time). Most packets (~78% of TCP) are established traffic: ACK or PSH-ACK with
+    payloads of 60 to 1460 bytes (TLS application-data records on 443 and 993, random
+    bytes otherwise), or pure ACKs; ~20% are handshakes and closes. Some connections
     begin in the capture (SYN, SYN-ACK, ACK, with MSS/window-scale/SACK options) and some
     end in it (FIN-ACK, FIN-ACK, ACK); the others were open before or stay open after.
-    Connection j uses external address j while j < S, so every one of the S addresses
-    appears as long as N allows; connection lengths adapt to make that so (with 5M packets
-    and 1M sources they are short: ~4 packets each);
+    Connection j uses external address j while j < S (then random ones of the S), and
+    connection lengths adapt so that all S fit in N packets (with 5M packets and 1M
+    sources they are short: ~4 packets each): every address appears but those of the
+    connections still unopened when the file ends (at most 1,024; stderr gives the count);
   * about 10% UDP: DNS queries from clients to 10.0.0.53:53 with ordinary names (a valid
     question, A or AAAA), each followed by its answer; QUIC-like datagrams between clients
-    and 12 external "CDN" addresses on port 443; NTP with 4 external servers;
+    and 12 external "CDN" addresses on port 443; NTP with 4 external servers (a client
+    keeps one port for each CDN and NTP server: the answers do not look like probes);
   * about 1% unanswered SYNs from external addresses (of the S) to internal hosts on 22,
     23, 80, 445, 3389, 8080: background noise, too sparse to look like a scan;
   * one port scan: an external address (outside the S) sends SYNs to min(1000, N/20)
@@ -43,11 +46,12 @@ The mix (figures for --packets 5000000 --sources 1000000; stderr gives the exact
     or SYN-ACK on its open ports (22, 80, 443), which the scanner resets;
   * one short SYN burst: min(6000, N/20) SYNs from forged, distinct addresses to
     10.0.1.11:80 over 4 s from 60% of the run (1,500 a second at full size: a SYN flood to
-    the detector), each answered by a SYN-ACK.
+    the detector), each answered by a SYN-ACK. (With --duration under 30 s, the scan's and
+    the burst's spans shrink in proportion.)
 
 The same arguments give a byte-identical file. Standard library only; packets are built
 with precompiled structs from per-connection header templates, and written in 8 MiB
-batches: 5,000,000 packets (about 3.5 GB) take well under two minutes.
+batches: 5,000,000 packets (2.25 GB) take about 25 s.
 """
 import argparse
 import heapq
@@ -141,7 +145,6 @@ class Writer:
     def __init__(self, out, start: int):
         self.out, self.start = out, start
         self.parts, self.size, self.ipid = [], 0, 0
-        self.packets = self.bytes = 0
 
     def flush(self):
         self.out.write(b"".join(self.parts))
@@ -172,7 +175,6 @@ class Writer:
         seconds, micros = divmod(at, 1_000_000)
         self.parts.append(REC(self.start + seconds, micros, len(frame), len(frame)) + frame)
         self.size += 16 + len(frame)
-        self.packets += 1
         if self.size >= BATCH:
             self.flush()
 
@@ -276,9 +278,10 @@ def main() -> None:
     heapq.heapify(pending)
     special_count = len(pending)
     queued = special_count
-    # Live TCP connections: [client side, server side, client seq, server seq, phase,
-    # data packets left, payload table]; phases: 0 SYN, 1 SYN-ACK, 2 ACK, 3 data,
-    # 4-6 FIN-ACK / FIN-ACK / ACK (closes), 7 gone.
+    # Open TCP connections: [client side, server side, client seq, server seq, phase,
+    # data packets left, payload table, whether it closes, data packets at first (-1 with a
+    # handshake), number]; phases: 0 SYN, 1 SYN-ACK, 2 ACK, 3 data, 4-6 FIN-ACK, FIN-ACK,
+    # ACK (then a new connection takes the slot).
     next_connection = 0
     mean_length = 4.0
     written = 0
@@ -312,7 +315,7 @@ def main() -> None:
             server = side(inside_out[host], 64, 6, bytes(host), address, sport, cport, 501)
         table = tls if sport in (443, 993) else plain
         return [client, server, rng.getrandbits(32), rng.getrandbits(32), 0 if handshake else 3,
-                remaining, table, closes]
+                remaining, table, closes, -1 if handshake else remaining, j]
 
     slots = [connection() for _ in range(OPEN_SLOTS)]
 
@@ -452,21 +455,24 @@ def main() -> None:
         else:
             server, request = getrandbits(8) % 4, kind == 14
             body = struct.pack(">BBBb", 0x23 if request else 0x24, 0 if request else 2, 6, -23) + bytes(44)
+            cport = 32768 + (client[2] * 60 + client[3] + server * 4099) % 28000  # one a server
             if request:
-                flow = side(inside_out[client], 64, 17, bytes(client), ntps[server], 123, 123, 0)
+                flow = side(inside_out[client], 64, 17, bytes(client), ntps[server], cport, 123, 0)
             else:
-                flow = side(outside_in[client], 52, 17, ntps[server], bytes(client), 123, 123, 0)
+                flow = side(outside_in[client], 52, 17, ntps[server], bytes(client), 123, cport, 0)
             writer.udp(at, flow, body)
             written += 1
             udp += 1
         ipid = writer.ipid
     writer.flush()
     out.close()
+    # Connections that sent nothing yet when the file ended: their addresses do not appear.
+    unseen = sum(1 for c in slots if c[9] < sources and (c[4] == 0 or (c[4] == 3 and c[5] == c[8])))
     print(
         f"{args.output}: {written} packets over {at_f / 1e6:.0f} s: TCP {fast + slow + noise + special_count} "
         f"({next_connection} connections: {fast} established data/ACK segments, {slow} handshake "
         f"and close segments; {noise} noise SYNs; {special_count} scan and burst packets), UDP {udp}; "
-        f"external addresses used {min(next_connection, sources)} of {sources}; "
+        f"external addresses in connections {min(next_connection, sources) - unseen} of {sources}; "
         f"{time.monotonic() - began:.1f} s",
         file=sys.stderr,
     )

@@ -310,9 +310,10 @@ impl NetworkDetector {
             Transport::Tcp { dport, flags, .. } => {
                 self.tcp(packet, dport, flags, &mut out);
             }
-            // Answers come from port 53: only a datagram to a port is a probe of it.
+            // Only a datagram from an ephemeral port to a port is a probe of it: a
+            // service's answers (DNS from 53, NTP from 123) come from its own port.
             Transport::Udp { dport, sport }
-                if sport != 53 && packet.dns.as_ref().is_none_or(|dns| !dns.response) =>
+                if sport >= 1024 && packet.dns.as_ref().is_none_or(|dns| !dns.response) =>
             {
                 self.probe(packet, dport, false, UDP, &mut out);
             }
@@ -397,9 +398,11 @@ impl NetworkDetector {
             .get(&(port, tcp))
             .copied()
             .unwrap_or(0);
+        // Horizontal only for TCP: a UDP client talking to many hosts on one port (QUIC
+        // to web sites) looks the same as a sweep, and no handshake tells them apart.
         let pattern = if ports >= self.thresholds.scan_ports {
             "vertical"
-        } else if hosts >= self.thresholds.scan_hosts {
+        } else if tcp && hosts >= self.thresholds.scan_hosts {
             "horizontal"
         } else {
             return self.touch(("port_scan", scan_key(packet.src, kind)), at, out);
@@ -744,4 +747,136 @@ fn emit(series: &mut Series) -> Signal {
     signal
         .with_attribute("series", series.id.to_string())
         .with_attribute("update", series.updates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::network::decode::{DnsQuestion, flags};
+
+    fn packet(src: &str, dst: &str, transport: Transport, second: i64) -> PacketInfo {
+        PacketInfo {
+            at: Timestamp(1_800_000_000 * SECOND + second * SECOND),
+            src: src.parse().expect("src"),
+            dst: dst.parse().expect("dst"),
+            transport,
+            length: 60,
+            dns: None,
+        }
+    }
+
+    fn detector() -> NetworkDetector {
+        NetworkDetector::new(NetworkThresholds::default(), Advisories::default())
+    }
+
+    #[test]
+    fn completed_connections_to_many_sites_are_not_a_scan() {
+        let mut detector = detector();
+        let mut signals = Vec::new();
+        for n in 0..100u16 {
+            let site = format!("198.51.100.{}", n % 250);
+            let syn = Transport::Tcp {
+                sport: 40000 + n,
+                dport: 443,
+                flags: flags::SYN,
+            };
+            let ack = Transport::Tcp {
+                sport: 40000 + n,
+                dport: 443,
+                flags: flags::ACK,
+            };
+            signals.extend(detector.process(&packet("10.0.0.5", &site, syn, 1)));
+            signals.extend(detector.process(&packet("10.0.0.5", &site, ack, 1)));
+        }
+        // NTP answers from port 123 to many clients, QUIC to many sites.
+        for n in 0..100u16 {
+            let client = format!("10.0.1.{}", n % 250);
+            let ntp = Transport::Udp {
+                sport: 123,
+                dport: 123,
+            };
+            signals.extend(detector.process(&packet("192.0.2.123", &client, ntp, 2)));
+            let quic = Transport::Udp {
+                sport: 50000 + n,
+                dport: 443,
+            };
+            let site = format!("203.0.113.{}", n % 250);
+            signals.extend(detector.process(&packet("10.0.0.5", &site, quic, 2)));
+        }
+        assert!(signals.is_empty(), "{signals:#?}");
+    }
+
+    #[test]
+    fn a_sweep_of_uncompleted_syns_is_a_horizontal_scan() {
+        let mut detector = detector();
+        let mut signals = Vec::new();
+        for n in 0..30u16 {
+            let host = format!("10.0.2.{n}");
+            let syn = Transport::Tcp {
+                sport: 55555,
+                dport: 3389,
+                flags: flags::SYN,
+            };
+            signals.extend(detector.process(&packet("203.0.113.9", &host, syn, 3)));
+        }
+        assert_eq!(signals.len(), 1, "{signals:#?}");
+        let scan = &signals[0];
+        assert_eq!(scan.attributes.get("pattern"), Some(&"horizontal".into()));
+        assert_eq!(scan.attributes.get("port"), Some(&3389u64.into()));
+        assert_eq!(scan.indicators[0].value, "203.0.113.9");
+        // It lasts: one more signal at the end, with the whole count.
+        let last = detector.tick(Timestamp(1_800_000_000 * SECOND + 200 * SECOND));
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].count, 30 - 20 + 1);
+    }
+
+    #[test]
+    fn advised_domains_match_their_subdomains_and_addresses_their_networks() {
+        let mut advisories = Advisories::default();
+        let advised = Advised {
+            advisory: "ADV-1".into(),
+            severity: Severity::Critical,
+        };
+        advisories.add(IndicatorType::Domain, "Evil.Example.", advised.clone());
+        advisories.add(IndicatorType::Cidr, "192.0.2.0/24", advised);
+        let mut detector = NetworkDetector::new(NetworkThresholds::default(), advisories);
+        let mut query = packet(
+            "10.0.0.7",
+            "10.0.0.53",
+            Transport::Udp {
+                sport: 5000,
+                dport: 53,
+            },
+            1,
+        );
+        query.dns = Some(DnsQuestion {
+            name: "cdn.evil.example".into(),
+            qtype: 1,
+            response: false,
+            answers: 0,
+        });
+        let signals = detector.process(&query);
+        assert_eq!(signals.len(), 1, "{signals:#?}");
+        assert_eq!(signals[0].indicators[0].value, "evil.example");
+        let to_network = packet(
+            "10.0.0.7",
+            "192.0.2.44",
+            Transport::Tcp {
+                sport: 5000,
+                dport: 443,
+                flags: flags::SYN,
+            },
+            1,
+        );
+        let signals = detector.process(&to_network);
+        assert_eq!(signals[0].indicators[0].value, "192.0.2.0/24");
+        assert_eq!(signals[0].severity, Severity::Critical);
+    }
+
+    #[test]
+    fn registered_domains() {
+        assert_eq!(registered_domain("a.b.example.com"), "example.com");
+        assert_eq!(registered_domain("x.y.example.co.uk"), "example.co.uk");
+        assert_eq!(registered_domain("example.org"), "example.org");
+    }
 }
