@@ -250,10 +250,6 @@ fn scans_floods_and_dns_tunnels_recorded_by_tcpdump_are_found_in_the_pcap() {
         "nmap",
         &["-n", "-Pn", "-sX", "-p", "1000-1030", "-T5", &target],
     );
-    wire.attack(
-        "timeout",
-        &["2", "hping3", "--flood", "-S", "-p", "8080", &target],
-    );
     // Data smuggled in DNS questions: long random-looking labels under one domain.
     let mut responder = dns_responder(&wire);
     for n in 1..=30u64 {
@@ -270,6 +266,11 @@ fn scans_floods_and_dns_tunnels_recorded_by_tcpdump_are_found_in_the_pcap() {
     }
     let _ = responder.kill();
     let _ = responder.wait();
+    // The flood last: tcpdump may not write all of it before it is stopped.
+    wire.attack(
+        "timeout",
+        &["2", "hping3", "--flood", "-S", "-p", "8080", &target],
+    );
     finish(tcpdump);
 
     let (signals, stats) = replay(&pcap, None);
@@ -316,7 +317,10 @@ fn scans_floods_and_dns_tunnels_recorded_by_tcpdump_are_found_in_the_pcap() {
     assert_eq!(flood["indicators"][0]["value"], attacker);
 
     let tunnels = of_kind(&signals, "dns_tunnel_suspected");
-    let tunnel = tunnels.last().expect("dns tunnel");
+    let tunnel = tunnels.last().unwrap_or_else(|| {
+        let kinds: Vec<&Value> = signals.iter().map(|s| &s["kind"]).collect();
+        panic!("no dns tunnel: {stats} {kinds:?}")
+    });
     assert_eq!(tunnel["indicators"][0]["value"], "exfil-example.net");
     assert!(
         tunnel["attributes"]["txt_queries"].as_u64() >= Some(20),
