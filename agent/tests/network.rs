@@ -450,7 +450,11 @@ fn live_capture_sees_scans_floods_and_advised_addresses_and_not_ordinary_traffic
     assert_eq!(matched["indicators"][0]["value"], attacker);
     assert_eq!(matched["severity"], "critical");
     assert_eq!(matched["attributes"]["advisory"], "ADV-TEST-1");
-    assert_eq!(matched["attributes"]["direction"], "from");
+    // (The first match may be an answer to the attacker captured just before.)
+    assert!(
+        ["from", "to"].contains(&matched["attributes"]["direction"].as_str().unwrap_or("")),
+        "{matched:#?}"
+    );
     // Everything before the match was ordinary: nothing else was raised.
     let before: Vec<&Value> = agent
         .seen

@@ -159,18 +159,12 @@ impl NetworkSource {
                 read_buffer_size: 65_536,
                 read_timeout: Some(Duration::from_millis(250)),
                 promiscuous: config.promiscuous,
+                socket_fd: Some(capture_socket(&interface.name)?),
                 ..pnet_datalink::Config::default()
             };
             let receiver = match pnet_datalink::channel(&interface, settings) {
                 Ok(pnet_datalink::Channel::Ethernet(_, receiver)) => receiver,
                 Ok(_) => anyhow::bail!("{}: not an Ethernet-like interface", interface.name),
-                Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
-                    anyhow::bail!(
-                        "capturing on {} needs the CAP_NET_RAW capability: run the agent as root, \
-                         or give its service AmbientCapabilities=CAP_NET_RAW ({error})",
-                        interface.name
-                    )
-                }
                 Err(error) => anyhow::bail!("cannot capture on {}: {error}", interface.name),
             };
             captures.push(Capture {
@@ -191,6 +185,37 @@ impl NetworkSource {
     }
 }
 
+/// The kernel's queue of captured frames for one socket: bursts wait here while the
+/// detector catches up (the default, about 200 KiB, holds a hundred full frames).
+const SOCKET_BUFFER: usize = 32 * 1024 * 1024;
+
+/// A raw packet socket with a large receive queue, handed to pnet (which binds it to
+/// the interface and owns it from then on). Forcing the size past `net.core.rmem_max`
+/// needs CAP_NET_ADMIN; without it the kernel's maximum is used.
+fn capture_socket(interface: &str) -> anyhow::Result<i32> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockProtocol, SockType, setsockopt, socket, sockopt,
+    };
+    use std::os::fd::IntoRawFd;
+    let socket = socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::EthAll,
+    )
+    .map_err(|error| match error {
+        nix::errno::Errno::EPERM | nix::errno::Errno::EACCES => anyhow::anyhow!(
+            "capturing on {interface} needs the CAP_NET_RAW capability: run the agent as root, \
+             or give its service AmbientCapabilities=CAP_NET_RAW ({error})"
+        ),
+        other => anyhow::anyhow!("cannot capture on {interface}: {other}"),
+    })?;
+    if setsockopt(&socket, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(&socket, sockopt::RcvBuf, &SOCKET_BUFFER);
+    }
+    Ok(socket.into_raw_fd())
+}
+
 /// Figures of a live capture, shared by its threads.
 #[derive(Debug, Default)]
 struct Counters {
@@ -208,7 +233,8 @@ pub fn run(
     health: Arc<Health>,
     stop: Arc<AtomicBool>,
 ) {
-    let (packets, received) = std_mpsc::sync_channel(PACKET_QUEUE);
+    let (packets, received) =
+        std_mpsc::sync_channel::<Vec<decode::PacketInfo>>(PACKET_QUEUE / BATCH);
     let counters = Arc::new(Counters::default());
     let mut threads = Vec::new();
     for capture in std::mem::take(&mut source.captures) {
@@ -235,9 +261,11 @@ pub fn run(
     let mut checked = Instant::now();
     loop {
         match received.recv_timeout(Duration::from_millis(250)) {
-            Ok(packet) => {
-                for signal in source.detector.process(&packet) {
-                    let _ = signals.blocking_send(signal);
+            Ok(batch) => {
+                for packet in &batch {
+                    for signal in source.detector.process(packet) {
+                        let _ = signals.blocking_send(signal);
+                    }
                 }
             }
             Err(std_mpsc::RecvTimeoutError::Timeout) => {}
@@ -287,33 +315,55 @@ impl NetworkSource {
     }
 }
 
+/// Packets travel to the detector in groups: one hand-over per packet would cost more
+/// than the detection itself.
+const BATCH: usize = 256;
+/// A group leaves at least this often, full or not (a quiet link still gets answers).
+const BATCH_WAIT: Duration = Duration::from_millis(20);
+
 fn capture_loop(
     mut capture: Capture,
-    packets: std_mpsc::SyncSender<decode::PacketInfo>,
+    packets: std_mpsc::SyncSender<Vec<decode::PacketInfo>>,
     counters: &Counters,
     stop: &AtomicBool,
 ) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut since = Instant::now();
+    let send = |batch: &mut Vec<decode::PacketInfo>, since: &mut Instant| {
+        *since = Instant::now();
+        if batch.is_empty() {
+            return;
+        }
+        let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
+        let lost = full.len() as u64;
+        if packets.try_send(full).is_err() {
+            counters.dropped.fetch_add(lost, Ordering::Relaxed);
+        }
+    };
     while !stop.load(Ordering::Relaxed) {
         let frame = match capture.receiver.next() {
             Ok(frame) => frame,
-            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+                send(&mut batch, &mut since);
+                continue;
+            }
             Err(error) => {
                 warn!(interface = %capture.name, %error, "capture failed");
-                return;
+                break;
             }
         };
         counters.packets.fetch_add(1, Ordering::Relaxed);
         let length = u32::try_from(frame.len()).unwrap_or(u32::MAX);
         match decode(LinkType::Ethernet, frame, Timestamp::now(), length) {
-            Ok(packet) => {
-                if packets.try_send(packet).is_err() {
-                    counters.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            Ok(packet) => batch.push(packet),
             Err(Skip::Malformed) => {
                 counters.malformed.fetch_add(1, Ordering::Relaxed);
             }
             Err(Skip::NotIp) => {}
         }
+        if batch.len() >= BATCH || since.elapsed() >= BATCH_WAIT {
+            send(&mut batch, &mut since);
+        }
     }
+    send(&mut batch, &mut since);
 }
