@@ -26,7 +26,8 @@ fn miners_programs_in_drop_directories_and_deleted_programs_are_suspicious() {
     std::fs::write(
         &config,
         "state_dir = \"state\"\n[health]\ninterval = \"1h\"\n[privacy]\nshare_file_paths = true\n\
-         [sources.host]\ninterval = \"200ms\"\nexec_dirs = [\"/dev/shm\"]\n",
+         [sources.host]\ninterval = \"200ms\"\nexec_dirs = [\"/dev/shm\"]\n\
+         cpu_percent = 50.0\ncpu_for = \"1s\"\n",
     )
     .expect("config");
     let mut agent = DryRun::start(&config);
@@ -63,7 +64,20 @@ fn miners_programs_in_drop_directories_and_deleted_programs_are_suspicious() {
     );
     assert_eq!(signal["indicators"][0]["value"], sleep_hash);
 
-    for child in [&mut miner, &mut dropped, &mut deleted] {
+    // A process pinning a CPU for longer than `cpu_for`.
+    let mut busy = Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()
+        .expect("busy loop");
+    let signal = agent.wait_for("cpu pinned", with_pid(busy.id()));
+    assert_eq!(signal["attributes"]["reasons"], "pins_cpu");
+    assert_eq!(signal["severity"], "medium");
+    assert!(
+        signal["attributes"]["cpu_percent"].as_f64() >= Some(50.0),
+        "{signal:#?}"
+    );
+
+    for child in [&mut miner, &mut dropped, &mut deleted, &mut busy] {
         let _ = child.kill();
         let _ = child.wait();
     }
