@@ -121,7 +121,8 @@ pub enum PrivacyError {
 
 /// Attributes that hold file paths (see `detect::files`).
 const PATH_ATTRIBUTES: &[&str] = &["path", "from_path", "sample_path"];
-/// Attributes that hold one of the member's own addresses (see `detect::network`).
+/// Attributes that hold one of the member's own addresses (see `detect::network`):
+/// pseudonymised, public or private, unless the member shares internal addresses.
 const ADDRESS_ATTRIBUTES: &[&str] = &["target", "host_address"];
 
 /// The filter, with its key.
@@ -261,10 +262,11 @@ impl PrivacyFilter {
             }
         }
         if !self.config.share_internal_addresses {
+            // The member's own addresses, public ones included (an IPv6 address may even
+            // carry a MAC address).
             for name in ADDRESS_ATTRIBUTES {
                 if let Some(vedetta_common::AttributeValue::Text(address)) =
                     signal.attributes.get_mut(*name)
-                    && address.parse().is_ok_and(|ip| self.internal(ip))
                 {
                     *address = self.pseudonym("ip", address);
                 }

@@ -112,6 +112,7 @@ pub fn replay_pcap(
     use crate::sources::network::decode::{Skip, decode};
     let mut stats = PcapReplayStats::default();
     let mut failed = None;
+    let mut last_tick = i64::MIN;
     stats.file = crate::sources::network::pcap::read(path, &mut |link, bytes, at, length| {
         if failed.is_some() {
             return;
@@ -119,6 +120,18 @@ pub fn replay_pcap(
         match decode(link, bytes, at, length) {
             Ok(packet) => {
                 stats.decoded += 1;
+                // Time passes as the packets say: series close and update as they would
+                // live.
+                let second = packet.at.0.div_euclid(1_000_000_000);
+                if second > last_tick {
+                    last_tick = second;
+                    for signal in detector.tick(packet.at) {
+                        if let Err(error) = emit(signal) {
+                            failed = Some(error);
+                            return;
+                        }
+                    }
+                }
                 for signal in detector.process(&packet) {
                     if let Err(error) = emit(signal) {
                         failed = Some(error);

@@ -168,7 +168,15 @@ const XMAS: u8 = 3;
 const UDP: u8 = 4;
 const KIND_NAMES: [&str; 6] = ["syn", "fin", "null", "xmas", "udp", "other"];
 /// Probes remembered per source: far above any threshold.
-const PROBES_PER_SOURCE: usize = 4096;
+const PROBES_PER_SOURCE: usize = 1024;
+/// Probes remembered in all: a flood of forged sources cannot make the tables grow
+/// beyond this (about 100 MB).
+const PROBES_TOTAL: usize = 1_000_000;
+/// Distinct sources remembered per flooded target: only "few" or "many" matters.
+const SOURCES_PER_TARGET: usize = 64;
+/// Distinct names and clients remembered per domain (far above the thresholds).
+const NAMES_PER_DOMAIN: usize = 1024;
+const CLIENTS_PER_DOMAIN: usize = 64;
 
 /// SYNs and completions to one destination port, per second.
 #[derive(Debug, Default)]
@@ -209,6 +217,7 @@ pub struct NetworkDetector {
     advisories: Advisories,
     hasher: std::collections::hash_map::RandomState,
     probers: HashMap<IpAddr, Prober>,
+    total_probes: usize,
     targets: HashMap<(IpAddr, u16), Target>,
     domains: HashMap<String, Domain>,
     series: HashMap<(&'static str, String), Series>,
@@ -222,7 +231,7 @@ fn make_room<K: Eq + Hash + Clone, V>(
     max: usize,
     last_seen: impl Fn(&V) -> i64,
 ) -> u64 {
-    if table.len() < max {
+    if table.len() < max.max(1) {
         return 0;
     }
     let mut seen: Vec<i64> = table.values().map(&last_seen).collect();
@@ -255,7 +264,10 @@ fn label_entropy(label: &str) -> f64 {
 /// second-level domain such as `co.uk`).
 pub fn registered_domain(name: &str) -> &str {
     let labels: Vec<&str> = name.rsplitn(4, '.').collect();
-    let keep = if labels.len() >= 3 && labels[1].len() <= 3 && labels[0].len() == 2 {
+    const SECOND_LEVELS: [&str; 10] = [
+        "co", "com", "net", "org", "gov", "edu", "ac", "or", "ne", "go",
+    ];
+    let keep = if labels.len() >= 3 && labels[0].len() == 2 && SECOND_LEVELS.contains(&labels[1]) {
         3
     } else {
         2
@@ -274,6 +286,7 @@ impl NetworkDetector {
             advisories,
             hasher: std::collections::hash_map::RandomState::new(),
             probers: HashMap::new(),
+            total_probes: 0,
             targets: HashMap::new(),
             domains: HashMap::new(),
             series: HashMap::new(),
@@ -364,15 +377,20 @@ impl NetworkDetector {
             i64::try_from(self.thresholds.scan_window_s).unwrap_or(i64::MAX / SECOND) * SECOND;
         if !self.probers.contains_key(&packet.src) {
             let max = self.thresholds.max_keys;
-            self.stats.evicted += make_room(&mut self.probers, max, |p| p.last_seen);
+            let evicted = make_room(&mut self.probers, max, |p| p.last_seen);
+            if evicted > 0 {
+                self.stats.evicted += evicted;
+                self.total_probes = self.probers.values().map(|p| p.probes.len()).sum();
+            }
         }
         let host = self.hash(packet.dst);
         let prober = self.probers.entry(packet.src).or_default();
         prober.last_seen = prober.last_seen.max(at);
         // Forget probes older than the window now and then (each costs a pass).
         if at >= prober.sweep_at {
-            prober.sweep_at = at + window / 4;
-            let horizon = at - window;
+            prober.sweep_at = at.saturating_add(window / 4);
+            let horizon = at.saturating_sub(window);
+            let before = prober.probes.len();
             let (ports_per_host, hosts_per_port) =
                 (&mut prober.ports_per_host, &mut prober.hosts_per_port);
             prober.probes.retain(|&(host, port, tcp), &mut (_, seen)| {
@@ -382,12 +400,16 @@ impl NetworkDetector {
                 }
                 keep
             });
+            self.total_probes = self
+                .total_probes
+                .saturating_sub(before - prober.probes.len());
         }
-        if prober.probes.len() >= PROBES_PER_SOURCE {
+        if prober.probes.len() >= PROBES_PER_SOURCE || self.total_probes >= PROBES_TOTAL {
             return;
         }
         let key = (host, port, tcp);
         if prober.probes.insert(key, (kind, at)).is_none() {
+            self.total_probes += 1;
             *prober.ports_per_host.entry(host).or_default() += 1;
             *prober.hosts_per_port.entry((port, tcp)).or_default() += 1;
         }
@@ -465,7 +487,7 @@ impl NetworkDetector {
         {
             target.seconds.pop_front();
         }
-        if target.sources.len() < 10_000 {
+        if target.sources.len() < SOURCES_PER_TARGET {
             target.sources.insert(source);
         }
         target.last_source = Some(packet.src);
@@ -473,11 +495,12 @@ impl NetworkDetector {
         let completed: u64 = target.seconds.iter().map(|s| s.2).sum();
         let span = (second - target.seconds.front().map_or(second, |f| f.0) + 1).max(1) as u64;
         let flood = span >= (window as u64).min(3)
-            && syns >= self.thresholds.flood_syn_per_s * span
+            && syns >= self.thresholds.flood_syn_per_s.saturating_mul(span)
             && (completed as f64) <= self.thresholds.flood_completed_ratio * syns as f64;
         let series_key = ("syn_flood", format!("{}:{port}", packet.dst));
         if !flood {
-            return self.touch(series_key, at, out);
+            // Ordinary SYNs after a flood do not keep it open.
+            return;
         }
         let sources = target.sources.len() as u64;
         let mut signal = Signal::new("syn_flood", Severity::High, packet.at)
@@ -498,24 +521,38 @@ impl NetworkDetector {
         self.report(series_key, signal, quiet, at, out);
     }
 
+    /// An ACK from a client: it completes a handshake only if it answers a SYN of that
+    /// client still pending (a busy server's ongoing traffic, or a flood of bare ACKs,
+    /// does not count as completions).
     fn completed(&mut self, packet: &PacketInfo, port: u16) {
+        let Some(prober) = self.probers.get_mut(&packet.src) else {
+            return;
+        };
+        let host = self.hasher.hash_one(packet.dst);
+        if prober.probes.remove(&(host, port, true)).is_none() {
+            return;
+        }
+        self.total_probes = self.total_probes.saturating_sub(1);
+        forget(
+            &mut prober.ports_per_host,
+            &mut prober.hosts_per_port,
+            host,
+            port,
+            true,
+        );
         let second = packet.at.0.div_euclid(SECOND);
+        let window = i64::try_from(self.thresholds.flood_window_s.max(1)).unwrap_or(5);
         if let Some(target) = self.targets.get_mut(&(packet.dst, port)) {
             match target.seconds.back_mut() {
                 Some(back) if back.0 >= second => back.2 += 1,
                 _ => target.seconds.push_back((second, 0, 1)),
             }
-        }
-        if let Some(prober) = self.probers.get_mut(&packet.src) {
-            let host = self.hasher.hash_one(packet.dst);
-            if prober.probes.remove(&(host, port, true)).is_some() {
-                forget(
-                    &mut prober.ports_per_host,
-                    &mut prober.hosts_per_port,
-                    host,
-                    port,
-                    true,
-                );
+            while target
+                .seconds
+                .front()
+                .is_some_and(|f| f.0 <= second - window)
+            {
+                target.seconds.pop_front();
             }
         }
     }
@@ -550,10 +587,10 @@ impl NetworkDetector {
         entry.encoded += u64::from(encoded);
         entry.txt += u64::from(dns.qtype == 16 || dns.qtype == 10);
         entry.longest_label = entry.longest_label.max(longest);
-        if entry.names.len() < 10_000 {
+        if entry.names.len() < NAMES_PER_DOMAIN {
             entry.names.insert(name_hash);
         }
-        if entry.clients.len() < 1_000 {
+        if entry.clients.len() < CLIENTS_PER_DOMAIN {
             entry.clients.insert(client_hash);
         }
         let suspicious = (entry.encoded >= self.thresholds.dns_encoded_queries
@@ -561,7 +598,11 @@ impl NetworkDetector {
             || entry.txt >= self.thresholds.dns_txt_queries;
         let series_key = ("dns_tunnel_suspected", domain.clone());
         if !suspicious {
-            return self.touch(series_key, at, out);
+            return;
+        }
+        if !(encoded || dns.qtype == 16 || dns.qtype == 10) {
+            // An ordinary question under a tunnel's domain adds nothing to it.
+            return;
         }
         let mut signal = Signal::new("dns_tunnel_suspected", Severity::High, packet.at)
             .with_indicator(IndicatorType::Domain, domain)

@@ -166,6 +166,7 @@ impl HostSource {
             ProcessesToUpdate::All,
             true,
             ProcessRefreshKind::nothing()
+                .without_tasks()
                 .with_cpu()
                 .with_exe(UpdateKind::OnlyIfNotSet)
                 .with_cmd(UpdateKind::OnlyIfNotSet),
@@ -185,7 +186,7 @@ impl HostSource {
             let stratum = process
                 .cmd()
                 .iter()
-                .any(|arg| arg.to_string_lossy().contains("stratum+tcp://"));
+                .any(|arg| arg.to_string_lossy().contains("stratum+"));
             if self.miners.contains(&name) || stratum {
                 reasons.push(Reason::MinerName);
             }
@@ -207,7 +208,9 @@ impl HostSource {
                 {
                     reasons.push(Reason::RunFromDropDir);
                 }
-                if *deleted {
+                // Gone from disk, and not replaced by a newer version (a package
+                // upgrade leaves running programs "deleted" too).
+                if *deleted && !path.exists() {
                     reasons.push(Reason::DeletedExecutable);
                 }
             }
@@ -249,6 +252,10 @@ impl HostSource {
 fn executable_hash(pid: Pid) -> Option<String> {
     use std::io::Read;
     let file = std::fs::File::open(format!("/proc/{pid}/exe")).ok()?;
+    // The hash of a part would be a false indicator: too large, no hash.
+    if file.metadata().ok()?.len() > HASH_MAX_BYTES {
+        return None;
+    }
     let mut reader = file.take(HASH_MAX_BYTES);
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buffer = vec![0u8; 256 * 1024];

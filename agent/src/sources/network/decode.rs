@@ -21,6 +21,8 @@ pub enum LinkType {
     RawIp,
     /// Linux "cooked" capture (SLL), 16 bytes.
     LinuxSll,
+    /// Linux "cooked" capture v2 (SLL2, `tcpdump -i any` today), 20 bytes.
+    LinuxSll2,
 }
 
 impl LinkType {
@@ -30,6 +32,7 @@ impl LinkType {
             1 => Some(Self::Ethernet),
             101 | 228 | 229 | 12 | 14 => Some(Self::RawIp),
             113 => Some(Self::LinuxSll),
+            276 => Some(Self::LinuxSll2),
             _ => None,
         }
     }
@@ -113,6 +116,10 @@ pub fn decode(
         LinkType::LinuxSll => {
             let header = bytes.get(..16).ok_or(Skip::Malformed)?;
             (u16::from_be_bytes([header[14], header[15]]), &bytes[16..])
+        }
+        LinkType::LinuxSll2 => {
+            let header = bytes.get(..20).ok_or(Skip::Malformed)?;
+            (u16::from_be_bytes([header[0], header[1]]), &bytes[20..])
         }
         LinkType::RawIp => match bytes.first().map(|b| b >> 4) {
             Some(4) => (EtherTypes::Ipv4.0, bytes),
@@ -361,7 +368,7 @@ mod tests {
     proptest! {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            for link in [LinkType::Ethernet, LinkType::RawIp, LinkType::LinuxSll] {
+            for link in [LinkType::Ethernet, LinkType::RawIp, LinkType::LinuxSll, LinkType::LinuxSll2] {
                 let _ = decode(link, &bytes, Timestamp(0), bytes.len() as u32);
             }
             let _ = dns_question(&bytes);

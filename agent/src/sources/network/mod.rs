@@ -239,10 +239,11 @@ pub fn run(
     let mut threads = Vec::new();
     for capture in std::mem::take(&mut source.captures) {
         let (packets, counters, stop) = (packets.clone(), Arc::clone(&counters), Arc::clone(&stop));
+        let capture_health = Arc::clone(&health);
         let name = format!("capture-{}", capture.name);
         match std::thread::Builder::new()
             .name(name)
-            .spawn(move || capture_loop(capture, packets, &counters, &stop))
+            .spawn(move || capture_loop(capture, packets, &counters, &capture_health, &stop))
         {
             Ok(thread) => threads.push(thread),
             Err(error) => {
@@ -289,12 +290,20 @@ pub fn run(
                 }
             }
         }
-        if stop.load(Ordering::Relaxed) && received.try_recv().is_err() {
+        if stop.load(Ordering::Relaxed) {
             break;
         }
     }
+    // The capture threads send what they hold as they stop: all of it is looked at.
     for thread in threads {
         let _ = thread.join();
+    }
+    while let Ok(batch) = received.try_recv() {
+        for packet in &batch {
+            for signal in source.detector.process(packet) {
+                let _ = signals.blocking_send(signal);
+            }
+        }
     }
     for signal in source.detector.flush() {
         let _ = signals.blocking_send(signal);
@@ -325,6 +334,7 @@ fn capture_loop(
     mut capture: Capture,
     packets: std_mpsc::SyncSender<Vec<decode::PacketInfo>>,
     counters: &Counters,
+    health: &Health,
     stop: &AtomicBool,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
@@ -347,9 +357,16 @@ fn capture_loop(
                 send(&mut batch, &mut since);
                 continue;
             }
+            // An interface going down, an interrupted call: said, then tried again.
             Err(error) => {
-                warn!(interface = %capture.name, %error, "capture failed");
-                break;
+                health.source_error(&format!("network:{}", capture.name));
+                warn!(interface = %capture.name, %error, "capture error; retrying in a second");
+                send(&mut batch, &mut since);
+                let until = Instant::now() + Duration::from_secs(1);
+                while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                continue;
             }
         };
         counters.packets.fetch_add(1, Ordering::Relaxed);
