@@ -185,6 +185,12 @@ fn dns_responder(wire: &Wire) -> Child {
     child
 }
 
+/// A fresh wire and a folder for the test's files, or `None` (skipped) without root or
+/// the tools.
+fn wire_and_folder() -> Option<(Wire, tempfile::TempDir)> {
+    ready().then(|| (Wire::new(), tempfile::tempdir().expect("tempdir")))
+}
+
 /// Stops tcpdump cleanly (SIGINT: the file is complete).
 fn finish(mut tcpdump: Child) {
     let pid = nix::unistd::Pid::from_raw(tcpdump.id() as i32);
@@ -220,11 +226,9 @@ fn of_kind<'a>(signals: &'a [Value], kind: &str) -> Vec<&'a Value> {
 
 #[test]
 fn scans_floods_and_dns_tunnels_recorded_by_tcpdump_are_found_in_the_pcap() {
-    if !ready() {
+    let Some((wire, dir)) = wire_and_folder() else {
         return;
-    }
-    let wire = Wire::new();
-    let dir = tempfile::tempdir().expect("tempdir");
+    };
     let pcap = dir.path().join("attacks.pcap");
     let target = wire.inside_address();
     let tcpdump = wire.record(&pcap);
@@ -395,11 +399,9 @@ fn live_agent(wire: &Wire, dir: &Path, advisories: &Path) -> DryRun {
 
 #[test]
 fn live_capture_sees_scans_floods_and_advised_addresses_and_not_ordinary_traffic() {
-    if !ready() {
+    let Some((wire, dir)) = wire_and_folder() else {
         return;
-    }
-    let wire = Wire::new();
-    let dir = tempfile::tempdir().expect("tempdir");
+    };
     let advisories = dir.path().join("advisories.ndjson");
     std::fs::write(&advisories, "").expect("advisories");
     let mut agent = live_agent(&wire, dir.path(), &advisories);

@@ -33,14 +33,8 @@ EOF
 run() {
     name=$1; shift
     taskset -c 0 /usr/bin/time -v -o "$tmp/time" "$@" > "$tmp/out"
-    awk -v name="$name" -v bytes="$bytes" -F': ' '
-        /Elapsed \(wall clock\)/ { n = split($2, t, ":"); wall = 0
-                                   for (i = 1; i <= n; i++) wall = wall * 60 + t[i] }
-        /User time/              { user = $2 }
-        /System time/            { sys = $2 }
-        /Maximum resident/       { rss = $2 }
-        END { printf "%-9s wall %7.2f s  user %7.2f s  sys %6.2f s  peak RSS %7.1f MiB  %.3f GB/s\n",
-                     name, wall, user, sys, rss / 1024, bytes / wall / 1e9 }' "$tmp/time"
+    awk -v name="$name" -v work="$bytes" -v scale=1e9 -v unit=GB/s \
+        -f "$(dirname "$0")/time-v.awk" "$tmp/time"
 }
 
 find "$dir" -type f -printf '%s\n' | awk '{ n++; s += $1 } END { printf "%.0f %.0f\n", n, s }' > "$tmp/count"

@@ -33,14 +33,8 @@ run() {
 
 # line NAME: one line of figures for a run.
 line() {
-    awk -v name="$1" -v packets="$packets" -F': ' '
-        /Elapsed \(wall clock\)/ { n = split($2, t, ":"); wall = 0
-                                   for (i = 1; i <= n; i++) wall = wall * 60 + t[i] }
-        /User time/              { user = $2 }
-        /System time/            { sys = $2 }
-        /Maximum resident/       { rss = $2 }
-        END { printf "%-8s wall %8.2f s  user %8.2f s  sys %6.2f s  peak RSS %8.1f MiB  %10.0f packets/s\n",
-                     name, wall, user, sys, rss / 1024, packets / (wall > 0 ? wall : 0.01) }' "$tmp/$1.time"
+    awk -v name="$1" -v work="$packets" -v unit=packets/s \
+        -f "$(dirname "$0")/time-v.awk" "$tmp/$1.time"
 }
 
 cat "$pcap" > /dev/null   # warm the page cache

@@ -300,6 +300,10 @@ impl NetworkDetector {
         self.advisories = advisories;
     }
 
+    pub fn advisories(&self) -> &Advisories {
+        &self.advisories
+    }
+
     pub fn stats(&self) -> NetworkStats {
         NetworkStats {
             tracked_sources: self.probers.len() as u64,

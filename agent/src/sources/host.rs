@@ -322,15 +322,11 @@ pub fn run(
         interval_s = source.config.interval.as_secs_f64(),
         "host source started"
     );
-    let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if Instant::now() >= next {
-            next = Instant::now() + source.config.interval;
-            for signal in source.look() {
-                let _ = signals.blocking_send(signal);
-            }
+        for signal in source.look() {
+            let _ = signals.blocking_send(signal);
         }
-        std::thread::sleep(Duration::from_millis(100).min(source.config.interval));
+        crate::sources::sleep_unless_stopped(&stop, source.config.interval);
     }
     info!("host source stopped");
 }

@@ -10,6 +10,7 @@ use crate::detect::rules::Rule;
 use crate::health::Health;
 use crate::pipeline::{LogPipeline, read_bounded_line};
 use crate::sources::logs::format::{Format, journald};
+use crate::sources::sleep_unless_stopped;
 use serde::{Deserialize, Serialize};
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -259,13 +260,6 @@ fn stop_group(child: &mut Child) {
         _ => {
             let _ = child.kill();
         }
-    }
-}
-
-fn sleep_unless_stopped(stop: &AtomicBool, total: Duration) {
-    let until = Instant::now() + total;
-    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

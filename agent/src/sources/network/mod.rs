@@ -255,7 +255,7 @@ pub fn run(
     drop(packets);
     info!(
         interfaces = threads.len(),
-        advisories = source.detector_advisories(),
+        advisories = source.detector.advisories().len(),
         "network source started"
     );
     let mut advisories_at = source.config.advisories_changed_at(&source.state_dir);
@@ -316,14 +316,6 @@ pub fn run(
     );
 }
 
-impl NetworkSource {
-    fn detector_advisories(&self) -> usize {
-        self.config
-            .load_advisories(Some(&self.state_dir))
-            .map_or(0, |a| a.len())
-    }
-}
-
 /// Packets travel to the detector in groups: one hand-over per packet would cost more
 /// than the detection itself.
 const BATCH: usize = 256;
@@ -362,10 +354,7 @@ fn capture_loop(
                 health.source_error(&format!("network:{}", capture.name));
                 warn!(interface = %capture.name, %error, "capture error; retrying in a second");
                 send(&mut batch, &mut since);
-                let until = Instant::now() + Duration::from_secs(1);
-                while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                crate::sources::sleep_unless_stopped(stop, Duration::from_secs(1));
                 continue;
             }
         };
