@@ -219,11 +219,13 @@ fn a_full_spool_drops_the_least_important_counts_it_and_keeps_running() {
         .collect();
     agent.emit(&important).expect("emit");
     agent.emit(&chatter).expect("emit");
-    // 300 emitted (plus the agent's start-up health signal) into room for 100.
+    // 300 emitted into room for 100, plus the agent's own health reports, which are
+    // spooled too and never dropped: the one at start-up, and at most one drop report (they
+    // come at most every 30 s) if its 2-second check ran before this line.
     let drops = agent.status()["spool"]["drops_total"]
         .as_u64()
         .expect("drops");
-    assert!((200..=201).contains(&drops), "drops {drops}");
+    assert!((200..=202).contains(&drops), "drops {drops}");
     assert!(
         agent.is_running(),
         "agent keeps running when the spool is full"
