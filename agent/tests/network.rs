@@ -191,8 +191,24 @@ fn wire_and_folder() -> Option<(Wire, tempfile::TempDir)> {
     ready().then(|| (Wire::new(), tempfile::tempdir().expect("tempdir")))
 }
 
-/// Stops tcpdump cleanly (SIGINT: the file is complete).
-fn finish(mut tcpdump: Child) {
+/// Stops tcpdump cleanly (SIGINT: the file is complete) once it wrote everything.
+fn finish(mut tcpdump: Child, file: &Path) {
+    // First let it write what the kernel still holds for it (after a flood, seconds of
+    // packets): done when the file has stopped growing for half a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let size = || std::fs::metadata(file).map_or(0, |m| m.len());
+    let (mut last, mut still_since) = (size(), std::time::Instant::now());
+    while still_since.elapsed() < std::time::Duration::from_millis(500) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tcpdump never caught up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let now = size();
+        if now != last {
+            (last, still_since) = (now, std::time::Instant::now());
+        }
+    }
     let pid = nix::unistd::Pid::from_raw(tcpdump.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("sigint");
     tcpdump.wait().expect("wait");
@@ -273,9 +289,9 @@ fn scans_floods_and_dns_tunnels_recorded_by_tcpdump_are_found_in_the_pcap() {
     // The flood last: tcpdump may not write all of it before it is stopped.
     wire.attack(
         "timeout",
-        &["2", "hping3", "--flood", "-S", "-p", "8080", &target],
+        &["4", "hping3", "--flood", "-S", "-p", "8080", &target],
     );
-    finish(tcpdump);
+    finish(tcpdump, &pcap);
 
     let (signals, stats) = replay(&pcap, None);
     assert_eq!(stats["file"]["corrupt"], Value::Null, "{stats}");
