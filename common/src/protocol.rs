@@ -3,14 +3,15 @@
 //!
 //! Streams (QUIC, ALPN [`crate::identity::ALPN`]):
 //! * the agent opens one *control* stream per connection: `Hello` → `Welcome`, then
-//!   `Heartbeat`s from the agent and advisories from the collector;
+//!   `Heartbeat`s from the agent and `Advisories` from the collector (first everything
+//!   the agent missed, by sequence number, then each new one as it is published);
 //! * each signal batch travels on its own bidirectional stream: `Batch` → `Ack`, the
 //!   ack sent only after the batch is durably committed.
 //!
 //! Enrollment uses ALPN [`crate::identity::ALPN_ENROLL`] on a server-authenticated
 //! connection: one stream, `EnrollRequest` → `EnrollResponse`.
 
-use crate::signal::{Signal, Timestamp};
+use crate::signal::{Indicator, Severity, Signal, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change of the messages below.
@@ -20,6 +21,10 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub const MAX_BATCH_SIGNALS: usize = 5_000;
 /// The most sources a heartbeat may report errors for.
 pub const MAX_HEARTBEAT_SOURCES: usize = 64;
+/// The most advisories one `Advisories` frame carries (a catch-up takes several frames).
+pub const MAX_ADVISORIES_PER_FRAME: usize = 256;
+/// The longest advisory description, in bytes; longer ones are cut by the collector.
+pub const MAX_ADVISORY_TEXT: usize = 512;
 
 /// Everything that can be said on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +38,9 @@ pub enum Message {
     EnrollResponse(EnrollResponse),
     /// A refusal with a reason a person can act on, sent before closing.
     Error(ErrorMessage),
+    /// Indicators of compromise published by the operations centre (collector → agent).
+    /// Last, so that the numbering of the older variants on the wire is unchanged.
+    Advisories(Advisories),
 }
 
 impl Message {
@@ -46,6 +54,7 @@ impl Message {
             Self::Ack(_) => "ack",
             Self::EnrollRequest(_) => "enroll_request",
             Self::EnrollResponse(_) => "enroll_response",
+            Self::Advisories(_) => "advisories",
             Self::Error(_) => "error",
         }
     }
@@ -95,6 +104,32 @@ pub struct HostInventory {
     pub arch: String,
     pub cpus: u32,
     pub memory_mib: u64,
+}
+
+/// Advisories in increasing sequence order. An agent keeps the highest `seq` it holds and
+/// names it in its next `Hello`, so that nothing published while it was away is missed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Advisories {
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_ADVISORIES_PER_FRAME>")]
+    pub advisories: Vec<Advisory>,
+}
+
+/// One indicator of compromise and what the operations centre says of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Advisory {
+    /// Position in the collector's feed: strictly increasing, never reused. A change of
+    /// an advisory (withdrawal) is sent again under a new number.
+    pub seq: u64,
+    /// The advisory's public identifier (`ADV-…`), quoted by the agent's `ioc_match`.
+    pub id: String,
+    pub indicator: Indicator,
+    pub severity: Severity,
+    pub description: String,
+    pub published_at: Timestamp,
+    /// After this the agent stops matching it.
+    pub expires_at: Timestamp,
+    /// Withdrawn by an analyst (a false positive): the agent forgets it.
+    pub withdrawn: bool,
 }
 
 /// A batch of signals with the agent's batch sequence number.

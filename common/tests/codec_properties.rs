@@ -10,7 +10,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use vedetta_common::codec::{self, DecodeError, MAX_BATCH_FRAME};
-use vedetta_common::protocol::{Ack, Batch, Heartbeat, Hello, Message};
+use vedetta_common::protocol::{Ack, Advisories, Advisory, Batch, Heartbeat, Hello, Message};
 use vedetta_common::{
     AttributeValue, Indicator, IndicatorType, Severity, Signal, SignalId, Timestamp,
 };
@@ -139,6 +139,33 @@ fn message() -> impl Strategy<Value = Message> {
                     }),
                 }
             )),
+        prop::collection::vec(
+            (
+                any::<u64>(),
+                text(),
+                prop::sample::select(Severity::ALL.to_vec()),
+                any::<bool>()
+            ),
+            0..6
+        )
+        .prop_map(|items| Message::Advisories(Advisories {
+            advisories: items
+                .into_iter()
+                .map(|(seq, description, severity, withdrawn)| Advisory {
+                    seq,
+                    id: format!("ADV-{seq}"),
+                    indicator: vedetta_common::Indicator::new(
+                        vedetta_common::IndicatorType::Ip,
+                        "203.0.113.7"
+                    ),
+                    severity,
+                    description,
+                    published_at: Timestamp(1),
+                    expires_at: Timestamp(2),
+                    withdrawn,
+                })
+                .collect(),
+        })),
     ]
 }
 
