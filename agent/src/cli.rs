@@ -1,5 +1,6 @@
 //! The command line. Names are a contract (DESIGN.md): scripts and users rely on them.
 
+use crate::advisories::{AdvisoryFeed, AdvisoryFiles};
 use crate::config::AgentConfig;
 use crate::spool::Spool;
 use crate::state::{Enrollment, StateLock, StatePaths};
@@ -169,9 +170,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     })?;
                 }
             }
+            let advisory_files = AdvisoryFiles::of_config(&config)
+                .check(Timestamp::now())
+                .map_err(|problems| {
+                    anyhow::anyhow!("invalid advisories:\n{}", problems.join("\n"))
+                })?;
             println!("{}: configuration OK", path.display());
             println!("  rules: {} in force", rules.len());
             println!("  file path classes: {}", file_rules.classes.len());
+            for file in &advisory_files {
+                println!("  advisories: {file}");
+            }
             println!("  state directory: {}", config.state_dir.display());
             let enrolled = StatePaths::new(&config.state_dir).enrollment.exists();
             println!(
@@ -199,7 +208,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .unwrap_or_default();
             let mut detector = crate::detect::network::NetworkDetector::new(
                 network.thresholds.clone(),
-                network.load_advisories(config.as_ref().map(|c| c.state_dir.as_path()))?,
+                advisories_of(config.as_ref())?,
             );
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let stats = crate::replay::replay_pcap(&pcap, &mut detector, &mut |signal| {
@@ -236,6 +245,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }),
                 utc_offset_s: crate::sources::logs::format::time::parse_offset(&utc_offset)
                     .map_err(anyhow::Error::msg)?,
+                advisories: std::sync::Arc::new(advisories_of(config.as_ref())?),
             };
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let stats = crate::replay::replay_file(&log, rules, &options, &mut out)?;
@@ -254,6 +264,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay { .. } => {
             anyhow::bail!("replay needs --log FILE or --pcap FILE")
         }
+    }
+}
+
+/// The advisories a configuration names (pushed and local), in force now; none
+/// without a configuration.
+fn advisories_of(
+    config: Option<&AgentConfig>,
+) -> anyhow::Result<crate::detect::advisories::Advisories> {
+    match config {
+        Some(config) => Ok(AdvisoryFiles::of_config(config).load(Timestamp::now())?),
+        None => Ok(Default::default()),
     }
 }
 
@@ -352,7 +373,9 @@ fn scan_files(config: &AgentConfig) -> anyhow::Result<()> {
     let paths = StatePaths::new(&config.state_dir);
     vedetta_common::files::create_private_dir(&paths.dir)?;
     let rules = crate::detect::files::load(config.rules_dir.as_deref()).map_err(rule_errors)?;
-    let mut source = crate::sources::files::FileSource::open(files, &paths.dir, rules)?;
+    let advisories = AdvisoryFeed::open(AdvisoryFiles::of_config(config))?;
+    let mut source = crate::sources::files::FileSource::open(files, &paths.dir, rules)?
+        .with_advisories(advisories.view());
     let started = std::time::Instant::now();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut failed = None;
@@ -413,12 +436,14 @@ fn preview(config: &AgentConfig) -> anyhow::Result<()> {
     if config.sources.logs.is_empty() {
         eprintln!("no log sources configured ([[sources.logs]]): only health reports would leave");
     }
+    let advisories = std::sync::Arc::new(advisories_of(Some(config))?);
     for source in &config.sources.logs {
         let options = crate::replay::ReplayOptions {
             format: source.format,
             reference: None,
             utc_offset_s: crate::sources::logs::format::time::parse_offset(&source.utc_offset)
                 .map_err(anyhow::Error::msg)?,
+            advisories: std::sync::Arc::clone(&advisories),
         };
         for pattern in &source.paths {
             let files: Vec<PathBuf> = glob::glob(pattern)

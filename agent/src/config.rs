@@ -27,6 +27,9 @@ pub struct AgentConfig {
     pub health: HealthSection,
     #[serde(default)]
     pub sources: SourcesSection,
+    /// Indicators matched by every source besides those the collector pushes.
+    #[serde(default)]
+    pub advisories: AdvisoriesSection,
     #[serde(default)]
     pub detection: DetectionSection,
     #[serde(default)]
@@ -52,6 +55,20 @@ pub struct SourcesSection {
     /// Processes: miners, programs run from /tmp or deleted (`[sources.host]`).
     #[serde(default)]
     pub host: Option<crate::sources::host::HostConfig>,
+}
+
+/// `[advisories]`: the member's own lists of indicators. The collector's advisories
+/// need no configuration: they arrive with the connection and are kept in `state_dir`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvisoriesSection {
+    /// Files of indicators to match, one JSON object a line: `{"type": "ip" | "cidr" |
+    /// "domain" | "sha256", "value": "…", "advisory": "…", "severity": "high"}`, with
+    /// optional `"expires_at"` (RFC 3339) and `"description"`. Edits are picked up
+    /// within a second; a missing file matches nothing until it exists. A relative path
+    /// is relative to the configuration file's folder.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
 }
 
 /// One group of log files of one format.
@@ -271,12 +288,17 @@ impl AgentConfig {
             path: path.to_owned(),
             message,
         })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if config.state_dir.is_relative() {
-            let base = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
             config.state_dir = base.join(&config.state_dir);
+        }
+        for file in &mut config.advisories.files {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
         }
         Ok(config)
     }

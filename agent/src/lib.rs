@@ -8,9 +8,12 @@
 //! * [`sources`]: what the agent observes (log files followed through rotation, their
 //!   formats); [`detect`]: events, rules and the detection engine; [`pipeline`]: the two
 //!   together; [`privacy`]: what may leave the host; [`replay`]: the pipeline on a file;
+//! * [`advisories`]: the indicators pushed by the collector and listed by the member,
+//!   on disk and shared by every source;
 //! * [`health`]: heartbeat and `agent_health`; [`run`]: wiring; [`state`]: files on disk.
 #![forbid(unsafe_code)]
 
+pub mod advisories;
 pub mod cli;
 pub mod config;
 pub mod detect;

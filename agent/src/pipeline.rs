@@ -1,11 +1,15 @@
 //! The log pipeline shared by `run`, `replay` and `preview`: lines → records (format) →
-//! events → signals (rules), with every line that does not parse counted, not fatal.
+//! events → signals (rules, and advisories: an event from an advised address or domain
+//! is an `ioc_match`), with every line that does not parse counted, not fatal.
 
+use crate::detect::advisories::Advisories;
 use crate::detect::engine::{Engine, EngineConfig, EngineStats};
-use crate::detect::events;
+use crate::detect::events::{self, Event};
+use crate::detect::ioc::{IocStats, LogIocDetector};
 use crate::detect::rules::Rule;
 use crate::sources::logs::format::{Format, Parser, Record};
 use std::io::BufRead;
+use std::sync::Arc;
 use vedetta_common::{Signal, Timestamp};
 
 /// What the pipeline saw.
@@ -20,6 +24,7 @@ pub struct PipelineStats {
     pub invalid_utf8: u64,
     pub events: u64,
     pub engine: EngineStats,
+    pub advisories: IocStats,
 }
 
 /// Parser and engine for one stream of lines.
@@ -27,6 +32,7 @@ pub struct PipelineStats {
 pub struct LogPipeline {
     parser: Parser,
     engine: Engine,
+    ioc: LogIocDetector,
     stats: PipelineStats,
 }
 
@@ -40,9 +46,15 @@ impl LogPipeline {
     ) -> Self {
         Self {
             parser: Parser::new(format, reference, utc_offset_s),
+            ioc: LogIocDetector::new(config.id_key),
             engine: Engine::new(rules, config),
             stats: PipelineStats::default(),
         }
+    }
+
+    /// Replaces the advisories matched from now on (none at first).
+    pub fn set_advisories(&mut self, advisories: Arc<Advisories>) {
+        self.ioc.set_advisories(advisories);
     }
 
     /// Feeds one line (without its newline).
@@ -51,21 +63,22 @@ impl LogPipeline {
         // The event borrows from the record, which borrows from the line: no copies.
         match self.parser.parse(line) {
             Some(Record::Log(record)) => match events::from_log(&record) {
-                Some(event) => {
-                    self.stats.events += 1;
-                    self.engine.process(&event)
-                }
+                Some(event) => self.event(&event),
                 None => Vec::new(),
             },
-            Some(Record::Access(record)) => {
-                self.stats.events += 1;
-                self.engine.process(&events::from_access(&record))
-            }
+            Some(Record::Access(record)) => self.event(&events::from_access(&record)),
             None => {
                 self.stats.unparsed += 1;
                 Vec::new()
             }
         }
+    }
+
+    fn event(&mut self, event: &Event) -> Vec<Signal> {
+        self.stats.events += 1;
+        let mut signals = self.engine.process(event);
+        self.ioc.process(event, &mut signals);
+        signals
     }
 
     /// The parser, to set the program or the time of plain lines.
@@ -80,16 +93,20 @@ impl LogPipeline {
     }
 
     pub fn tick(&mut self, now: Timestamp) -> Vec<Signal> {
-        self.engine.tick(now)
+        let mut signals = self.engine.tick(now);
+        signals.extend(self.ioc.tick(now));
+        signals
     }
 
     pub fn flush(&mut self) -> impl Iterator<Item = Signal> + '_ {
-        self.engine.flush()
+        let matches = self.ioc.flush();
+        self.engine.flush().chain(matches)
     }
 
     pub fn stats(&self) -> PipelineStats {
         PipelineStats {
             engine: self.engine.stats(),
+            advisories: self.ioc.stats(),
             ..self.stats.clone()
         }
     }

@@ -24,6 +24,8 @@ pub struct ReplayOptions {
     /// Anchors the year of classic syslog timestamps; the file's mtime by default.
     pub reference: Option<Timestamp>,
     pub utc_offset_s: i64,
+    /// Indicators to match in the events (from the configuration's advisory files).
+    pub advisories: std::sync::Arc<crate::detect::advisories::Advisories>,
 }
 
 /// Replays `path` through `rules`, writing each signal as one JSON line to `out`.
@@ -72,6 +74,7 @@ pub fn replay_with(
         rules,
         engine,
     );
+    pipeline.set_advisories(std::sync::Arc::clone(&options.advisories));
     let mut reader = BufReader::with_capacity(256 * 1024, file);
     let mut line = Vec::with_capacity(1024);
     let mut write = |signals: Vec<vedetta_common::Signal>| -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 //! delivers the spool. One shutdown signal reaches every task: sources stop, the sink
 //! writes what it holds, the uplink delivers for a grace period, then the process exits.
 
+use crate::advisories::{AdvisoryFeed, AdvisoryFiles};
 use crate::config::AgentConfig;
 use crate::detect::engine::EngineConfig;
 use crate::health::Health;
@@ -243,6 +244,7 @@ pub async fn run(
             health: Arc::clone(&health),
             wake: Arc::clone(&wake),
             status_file: UplinkStatus::file(&paths.dir),
+            state_dir: paths.dir.clone(),
         };
         info!(org = %enrollment.org, agent = %enrollment.agent_id, collector = %uplink.address, "agent starting");
         uplink_task = Some(tokio::spawn(uplink.run(uplink_shutdown)));
@@ -257,6 +259,19 @@ pub async fn run(
 
     let stop_sources = Arc::new(AtomicBool::new(false));
     let mut source_threads = Vec::new();
+    // One table of advisories for every source, refreshed by a thread of its own when
+    // the uplink writes new ones, a local list is edited, or an entry expires.
+    let advisories =
+        AdvisoryFeed::open(AdvisoryFiles::of_config(&config)).context("loading the advisories")?;
+    info!(indicators = advisories.current().len(), "advisories loaded");
+    {
+        let (feed, stop) = (advisories.clone(), Arc::clone(&stop_sources));
+        source_threads.push(
+            std::thread::Builder::new()
+                .name("advisories".into())
+                .spawn(move || feed.watch(&stop))?,
+        );
+    }
     for (index, source_config) in config.sources.logs.iter().enumerate() {
         let source = LogSource::open(
             index,
@@ -265,7 +280,8 @@ pub async fn run(
             rules.clone(),
             engine.clone(),
         )
-        .with_context(|| format!("opening log source {}", source_config.paths.join(", ")))?;
+        .with_context(|| format!("opening log source {}", source_config.paths.join(", ")))?
+        .with_advisories(advisories.view());
         source_threads.push(spawn_source(
             format!("log-source-{index}"),
             source,
@@ -283,7 +299,8 @@ pub async fn run(
             &paths.dir,
             rules.clone(),
             engine.clone(),
-        )?;
+        )?
+        .with_advisories(advisories.view());
         source_threads.push(spawn_source(
             format!("journald-{index}"),
             source,
@@ -300,7 +317,8 @@ pub async fn run(
                 let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 anyhow::anyhow!("invalid file rules:\n{}", lines.join("\n"))
             })?;
-        let source = FileSource::open(files_config, &paths.dir, file_rules)?;
+        let source = FileSource::open(files_config, &paths.dir, file_rules)?
+            .with_advisories(advisories.view());
         source_threads.push(spawn_source(
             "files".into(),
             source,
@@ -324,7 +342,7 @@ pub async fn run(
         )?);
     }
     if let Some(network_config) = &config.sources.network {
-        let source = NetworkSource::open(network_config, &paths.dir)?;
+        let source = NetworkSource::open(network_config, advisories.view())?;
         source_threads.push(spawn_source(
             "network".into(),
             source,

@@ -5,6 +5,12 @@
 //!
 //! On shutdown it keeps delivering for a grace period, then closes the connection and
 //! waits for the endpoint to go idle; whatever is left stays in the spool for next time.
+//!
+//! Advisories arrive on the control stream. Hello names the highest sequence number
+//! held, so that the collector sends only what was missed; each frame is merged into
+//! the pushed advisories file on a blocking thread (frames that arrived meanwhile are
+//! merged together, so a catch-up of thousands rewrites the file a few times, not once
+//! a frame), and every source picks the file up from there.
 
 use crate::config::UplinkSection;
 use crate::health::{AGENT_VERSION, Health};
@@ -23,13 +29,18 @@ use vedetta_common::Timestamp;
 use vedetta_common::codec::{self, MAX_BATCH_FRAME, MAX_CONTROL_FRAME};
 use vedetta_common::files::write_atomic;
 use vedetta_common::identity::SERVER_NAME;
-use vedetta_common::protocol::{Ack, Batch, ErrorCode, Hello, Message};
+use vedetta_common::protocol::{Ack, Advisories, Batch, ErrorCode, Hello, Message};
 use vedetta_common::shutdown::Shutdown;
 
 /// How long to wait for the collector's answer to hello or to a batch.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the spool is looked at for signals pushed by another process (`emit`).
 const SPOOL_POLL: Duration = Duration::from_secs(1);
+/// Advisory frames waiting to be merged (the reader waits beyond: QUIC flow control
+/// then slows the collector down).
+const ADVISORY_FRAMES: usize = 64;
+/// How long a connection's end waits for the advisories it received to be written.
+const ADVISORY_FLUSH: Duration = Duration::from_secs(10);
 
 /// The spool shared by the tasks of one process.
 pub type SharedSpool = Arc<Mutex<Spool>>;
@@ -73,6 +84,8 @@ pub struct Uplink {
     /// Notified when signals were pushed, so they go out without waiting for a poll.
     pub wake: Arc<Notify>,
     pub status_file: PathBuf,
+    /// Where the advisories the collector pushes are kept (see `crate::advisories`).
+    pub state_dir: PathBuf,
 }
 
 /// How a connection ended.
@@ -195,9 +208,17 @@ impl Uplink {
             progressed: false,
             reason,
         };
+        let state_dir = self.state_dir.clone();
+        let last_advisory_seq = match tokio::task::spawn_blocking(move || {
+            crate::advisories::last_seq(&state_dir)
+        })
+        .await
+        {
+            Ok(seq) => seq,
+            Err(error) => return lost(format!("cannot read the advisories held: {error}")),
+        };
         let opened = tokio::time::timeout(ANSWER_TIMEOUT, async {
             let (mut send, mut recv) = connection.open_bi().await?;
-            let last_advisory_seq = 0;
             let hello = Message::Hello(Hello {
                 agent_version: AGENT_VERSION.to_owned(),
                 last_advisory_seq,
@@ -235,14 +256,36 @@ impl Uplink {
             Arc::clone(&self.health),
             self.config.heartbeat_interval,
         ));
+        let (frames, received) = tokio::sync::mpsc::channel::<Advisories>(ADVISORY_FRAMES);
         let control = tokio::spawn(async move {
-            // Advisories will arrive here; for now anything the collector says is logged.
-            while let Ok(Some(message)) =
-                codec::read_frame(&mut control_recv, MAX_CONTROL_FRAME).await
-            {
-                debug!(message = message.name(), "control message");
+            loop {
+                match codec::read_frame(&mut control_recv, MAX_CONTROL_FRAME).await {
+                    Ok(Some(Message::Advisories(advisories))) => {
+                        if frames.send(advisories).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Some(message)) => debug!(message = message.name(), "control message"),
+                    Ok(None) => return,
+                    // Read whole but not understood (an indicator type from a newer
+                    // collector, say): skipped, the next frame is read as usual.
+                    Err(codec::ReadError::Decode(
+                        error @ (codec::DecodeError::Malformed(_)
+                        | codec::DecodeError::UnsupportedVersion { .. }),
+                    )) => warn!(%error, "control message skipped"),
+                    Err(error) => {
+                        // Cut or oversized: the stream is no longer in step.
+                        warn!(%error, "control stream unreadable");
+                        return;
+                    }
+                }
             }
         });
+        let mut applier = tokio::spawn(apply_advisories(
+            received,
+            self.state_dir.clone(),
+            connection.clone(),
+        ));
         let max_signals = self
             .config
             .batch_max_signals
@@ -250,6 +293,13 @@ impl Uplink {
         let ended = self.pump(connection, shutdown, max_signals).await;
         heartbeat.abort();
         control.abort();
+        // What arrived is written before the next hello reads the sequence number.
+        if tokio::time::timeout(ADVISORY_FLUSH, &mut applier)
+            .await
+            .is_err()
+        {
+            applier.abort();
+        }
         ended
     }
 
@@ -407,6 +457,60 @@ async fn send_batch(connection: Connection, batch: SpooledBatch) -> Result<Sent,
         )),
         Ok(Err(reason)) => Err(format!("batch {seq}: {reason}")),
         Err(_) => Err(format!("batch {seq}: no ack within {ANSWER_TIMEOUT:?}")),
+    }
+}
+
+/// Merges advisory frames into the pushed file until the control stream ends. Frames
+/// that arrived while a merge ran are merged together next.
+///
+/// When a merge fails (a full disk), later frames must not be applied past it (the
+/// sequence number would skip what was lost): the connection is closed instead, and
+/// the next one's hello asks again from the last number kept.
+async fn apply_advisories(
+    mut received: tokio::sync::mpsc::Receiver<Advisories>,
+    state_dir: PathBuf,
+    connection: Connection,
+) {
+    while let Some(first) = received.recv().await {
+        let mut incoming = first.advisories;
+        while incoming.len() < crate::advisories::MAX_PUSHED {
+            match received.try_recv() {
+                Ok(more) => incoming.extend(more.advisories),
+                Err(_) => break,
+            }
+        }
+        let dir = state_dir.clone();
+        let merged = tokio::task::spawn_blocking(move || {
+            crate::advisories::merge(
+                &dir,
+                &incoming,
+                Timestamp::now(),
+                crate::advisories::MAX_PUSHED,
+            )
+        })
+        .await;
+        match merged {
+            Ok(Ok(outcome)) => info!(
+                received = outcome.received,
+                added = outcome.added,
+                replaced = outcome.replaced,
+                removed = outcome.removed,
+                skipped = outcome.skipped,
+                held = outcome.held,
+                last_seq = outcome.last_seq,
+                "advisories received"
+            ),
+            Ok(Err(error)) => {
+                error!(%error, "cannot keep the advisories received; reconnecting to get them again");
+                connection.close(0u32.into(), b"agent cannot keep advisories");
+                return;
+            }
+            Err(error) => {
+                error!(%error, "advisory merge failed; reconnecting to get them again");
+                connection.close(0u32.into(), b"agent cannot keep advisories");
+                return;
+            }
+        }
     }
 }
 

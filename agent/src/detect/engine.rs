@@ -676,7 +676,7 @@ impl Engine {
 }
 
 /// A UUID (version 8) from HMAC-SHA256 of the series and its update number.
-fn derive_id(
+pub(crate) fn derive_id(
     key: &[u8; 32],
     kind: &str,
     series_key: &str,

@@ -42,6 +42,19 @@ impl EventKind {
         Self::AccountChanged,
         Self::WebRequest,
     ];
+
+    /// The snake_case name, as in rules and signal attributes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SshFailed => "ssh_failed",
+            Self::SshAccepted => "ssh_accepted",
+            Self::SshInvalidUser => "ssh_invalid_user",
+            Self::SudoFailed => "sudo_failed",
+            Self::SudoNotInSudoers => "sudo_not_in_sudoers",
+            Self::AccountChanged => "account_changed",
+            Self::WebRequest => "web_request",
+        }
+    }
 }
 
 /// One security-relevant event. Fields that do not apply are empty. Text fields borrow

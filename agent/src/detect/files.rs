@@ -11,12 +11,17 @@
 //! * `ransomware_activity`: a burst of files replaced by ciphertext, given ransomware
 //!   extensions, or ransom notes; raised as soon as the burst crosses its threshold and
 //!   updated while it lasts.
+//! * `ioc_match`: a file created, renamed in or modified whose content has the SHA-256
+//!   of an advisory; once per path and content, however often it is seen again (a
+//!   rescan, a chmod), so that one dropped tool is one signal.
 
+use crate::detect::advisories::Advisories;
 use crate::detect::rules::{RuleError, line_of, rule_sources};
 use crate::sources::files::baseline::{EntryKind, FileState};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use toml::Spanned;
 use vedetta_common::{IndicatorType, Severity, Signal, SignalId, Timestamp};
 
@@ -509,11 +514,42 @@ struct Held {
     sample_path: String,
 }
 
+/// (path, content) pairs already reported as `ioc_match`, the oldest forgotten first.
+#[derive(Debug, Default)]
+struct Reported {
+    seen: HashSet<(PathBuf, [u8; 32])>,
+    order: VecDeque<(PathBuf, [u8; 32])>,
+}
+
+/// Matches remembered: far more advised files than a host ever holds.
+const REPORTED_LIMIT: usize = 10_000;
+
+impl Reported {
+    /// Whether the pair is new (and remembers it).
+    fn insert(&mut self, path: &Path, hash: [u8; 32]) -> bool {
+        let key = (path.to_path_buf(), hash);
+        if self.seen.contains(&key) {
+            return false;
+        }
+        if self.order.len() >= REPORTED_LIMIT
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
+        }
+        self.order.push_back(key.clone());
+        self.seen.insert(key);
+        true
+    }
+}
+
 /// The detector.
 #[derive(Debug)]
 pub struct FileDetector {
     rules: FileRules,
     places: Places,
+    /// Shared with the other sources (see `crate::advisories::AdvisoryFeed`).
+    advisories: Arc<Advisories>,
+    reported: Reported,
     /// Suspicious operations in the window: when, why, and in which directory.
     recent: VecDeque<(i64, &'static str, PathBuf)>,
     burst: Option<Burst>,
@@ -538,6 +574,8 @@ impl FileDetector {
         Self {
             rules,
             places,
+            advisories: Arc::default(),
+            reported: Reported::default(),
             recent: VecDeque::new(),
             burst: None,
             last_note: None,
@@ -556,6 +594,11 @@ impl FileDetector {
         &self.places
     }
 
+    /// Replaces the advisories whose file hashes are matched (none at first).
+    pub fn set_advisories(&mut self, advisories: Arc<Advisories>) {
+        self.advisories = advisories;
+    }
+
     /// The signals a change causes.
     pub fn observe(&mut self, change: &FileChange) -> Vec<Signal> {
         self.now = self.now.max(change.at.0);
@@ -565,6 +608,7 @@ impl FileDetector {
             return out;
         }
         out.extend(self.ransomware(change, &summary));
+        out.extend(self.ioc(change, &summary));
         let after_kind = change.after.as_ref().map(|s| s.kind);
         let is_dir = after_kind == Some(EntryKind::Directory)
             || (after_kind.is_none()
@@ -579,6 +623,36 @@ impl FileDetector {
         }
         out.extend(self.file_changed(change, &summary));
         out
+    }
+
+    /// `ioc_match` when the new content is advised (the first time for this path).
+    fn ioc(&mut self, change: &FileChange, summary: &ChangeSummary) -> Option<Signal> {
+        if !self.advisories.has_hashes() {
+            return None;
+        }
+        let after = change.after.as_ref()?;
+        if after.kind != EntryKind::File || !(summary.created || summary.renamed || summary.content)
+        {
+            return None;
+        }
+        let hash = after.sha256?;
+        let found = self.advisories.sha256(&hash)?;
+        let (value, advised) = (found.value.to_owned(), found.advised.clone());
+        if !self.reported.insert(&change.path, hash) {
+            return None;
+        }
+        let mut signal = Signal::new("ioc_match", advised.severity, change.at)
+            .with_indicator(IndicatorType::Sha256, value)
+            .with_attribute("advisory", advised.advisory)
+            .with_attribute("source", "files")
+            .with_attribute("path", path_text(&change.path))
+            .with_attribute("change", summary.describe())
+            .with_attribute("found_by", change.found_by.name());
+        signal.last_seen = change.at;
+        if let Some(class) = self.rules.class_of(&change.path) {
+            signal = signal.with_attribute("path_class", class.name.clone());
+        }
+        Some(signal)
     }
 
     /// `webshell_suspected` or `suspicious_file`, when the change is one.
@@ -1095,6 +1169,72 @@ mod tests {
             .collect();
         assert_eq!(dropped.len(), 1, "{signals:?}");
         assert_eq!(dropped[0].indicators[0].value, "09".repeat(32));
+    }
+
+    #[test]
+    fn advised_hashes_match_once_per_file_and_content() {
+        use crate::detect::advisories::Advised;
+        let mut detector = detector();
+        let changed = |path: &str, sha: u8, at: i64| {
+            change(
+                path,
+                Some(state(Some(5.0), 1)),
+                Some(state(Some(5.0), sha)),
+                at,
+            )
+        };
+        // No advisories: nothing to match.
+        let signals = detector.observe(&changed("/opt/app/tool", 7, 0));
+        assert!(signals.iter().all(|s| s.kind != "ioc_match"));
+        let mut advisories = Advisories::default();
+        advisories
+            .add(
+                IndicatorType::Sha256,
+                &"07".repeat(32),
+                Advised::new("ADV-HASH", Severity::Critical),
+            )
+            .expect("sha256");
+        detector.set_advisories(Arc::new(advisories));
+        let iocs = |signals: Vec<Signal>| -> Vec<Signal> {
+            signals
+                .into_iter()
+                .filter(|s| s.kind == "ioc_match")
+                .collect()
+        };
+        let found = iocs(detector.observe(&changed("/opt/app/tool", 7, 1)));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].severity, Severity::Critical);
+        assert_eq!(found[0].indicators[0].kind, IndicatorType::Sha256);
+        assert_eq!(found[0].indicators[0].value, "07".repeat(32));
+        let text = |name: &str| match found[0].attributes.get(name) {
+            Some(vedetta_common::AttributeValue::Text(text)) => text.clone(),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(text("advisory"), "ADV-HASH");
+        assert_eq!(text("source"), "files");
+        assert_eq!(text("path"), "/opt/app/tool");
+        assert_eq!(text("change"), "modified");
+        // The same content at the same path again: said once.
+        assert!(iocs(detector.observe(&changed("/opt/app/tool", 7, 2))).is_empty());
+        // Elsewhere, or created: a match of its own; other content: none.
+        assert_eq!(iocs(detector.observe(&changed("/tmp/copy", 7, 3))).len(), 1);
+        let created = change("/srv/new", None, Some(state(Some(5.0), 7)), 4);
+        assert_eq!(iocs(detector.observe(&created)).len(), 1);
+        assert!(iocs(detector.observe(&changed("/opt/app/other", 8, 5))).is_empty());
+        // A permission change of an advised file is not a new arrival.
+        let mut chmod = state(Some(5.0), 9);
+        chmod.mode = 0o600;
+        let mut advisories = Advisories::default();
+        advisories
+            .add(
+                IndicatorType::Sha256,
+                &"09".repeat(32),
+                Advised::new("ADV-9", Severity::High),
+            )
+            .expect("sha256");
+        detector.set_advisories(Arc::new(advisories));
+        let permissions = change("/etc/x", Some(state(Some(5.0), 9)), Some(chmod), 6);
+        assert!(iocs(detector.observe(&permissions)).is_empty());
     }
 
     #[test]

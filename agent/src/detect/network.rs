@@ -14,10 +14,12 @@
 //! Each finding is a *series*: one signal at once, then updates while it lasts (count
 //! grows), and a last update when it has been quiet for its window.
 
+use crate::detect::advisories::{Advised, Advisories};
 use crate::sources::network::decode::{PacketInfo, Transport, flags};
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
+use std::sync::Arc;
 use vedetta_common::{IndicatorType, Severity, Signal, SignalId, Timestamp};
 
 const SECOND: i64 = 1_000_000_000;
@@ -61,74 +63,6 @@ impl Default for NetworkThresholds {
             dns_window_s: 300,
             max_keys: 100_000,
             update_every_s: 60,
-        }
-    }
-}
-
-/// Indicators pushed by the collector (or listed locally), to be matched in traffic.
-#[derive(Debug, Clone, Default)]
-pub struct Advisories {
-    addresses: HashMap<IpAddr, Advised>,
-    networks: Vec<(crate::privacy::Network, Advised)>,
-    domains: HashMap<String, Advised>,
-}
-
-/// What an advisory says of an indicator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Advised {
-    pub advisory: String,
-    pub severity: Severity,
-}
-
-impl Advisories {
-    /// Adds an indicator (`ip`, `cidr` or `domain`); other types are not for packets.
-    pub fn add(&mut self, kind: IndicatorType, value: &str, advised: Advised) {
-        match kind {
-            IndicatorType::Ip => {
-                if let Ok(ip) = value.parse() {
-                    self.addresses.insert(ip, advised);
-                }
-            }
-            IndicatorType::Cidr => {
-                if let Ok(network) = crate::privacy::Network::parse(value) {
-                    self.networks.push((network, advised));
-                }
-            }
-            IndicatorType::Domain => {
-                let domain = value.trim_end_matches('.').to_ascii_lowercase();
-                self.domains.insert(domain, advised);
-            }
-            _ => {}
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.addresses.len() + self.networks.len() + self.domains.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The advised indicator an address falls under.
-    fn address(&self, ip: IpAddr) -> Option<(String, IndicatorType, &Advised)> {
-        if let Some(advised) = self.addresses.get(&ip) {
-            return Some((ip.to_string(), IndicatorType::Ip, advised));
-        }
-        self.networks
-            .iter()
-            .find(|(network, _)| network.contains(ip))
-            .map(|(network, advised)| (network.to_string(), IndicatorType::Cidr, advised))
-    }
-
-    /// The advised domain a name is, or is under.
-    fn domain(&self, name: &str) -> Option<(String, &Advised)> {
-        let mut rest = name;
-        loop {
-            if let Some(advised) = self.domains.get(rest) {
-                return Some((rest.to_owned(), advised));
-            }
-            rest = rest.split_once('.')?.1;
         }
     }
 }
@@ -214,7 +148,8 @@ pub struct NetworkStats {
 #[derive(Debug)]
 pub struct NetworkDetector {
     thresholds: NetworkThresholds,
-    advisories: Advisories,
+    /// Shared with the other sources (see `crate::advisories::AdvisoryFeed`).
+    advisories: Arc<Advisories>,
     hasher: std::collections::hash_map::RandomState,
     probers: HashMap<IpAddr, Prober>,
     total_probes: usize,
@@ -280,10 +215,10 @@ pub fn registered_domain(name: &str) -> &str {
 }
 
 impl NetworkDetector {
-    pub fn new(thresholds: NetworkThresholds, advisories: Advisories) -> Self {
+    pub fn new(thresholds: NetworkThresholds, advisories: impl Into<Arc<Advisories>>) -> Self {
         Self {
             thresholds,
-            advisories,
+            advisories: advisories.into(),
             hasher: std::collections::hash_map::RandomState::new(),
             probers: HashMap::new(),
             total_probes: 0,
@@ -295,8 +230,8 @@ impl NetworkDetector {
         }
     }
 
-    /// Replaces the advisories (the collector pushed new ones).
-    pub fn set_advisories(&mut self, advisories: Advisories) {
+    /// Replaces the advisories (the collector pushed new ones, or some expired).
+    pub fn set_advisories(&mut self, advisories: Arc<Advisories>) {
         self.advisories = advisories;
     }
 
@@ -624,17 +559,26 @@ impl NetworkDetector {
     fn ioc(&mut self, packet: &PacketInfo, out: &mut Vec<Signal>) {
         let at = packet.at.0;
         let mut found: Vec<(String, IndicatorType, Advised, &'static str, IpAddr)> = Vec::new();
-        if let Some((value, kind, advised)) = self.advisories.address(packet.dst) {
-            found.push((value, kind, advised.clone(), "to", packet.src));
+        if let Some(found_to) = self.advisories.address(packet.dst) {
+            let (value, kind) = (found_to.value.to_owned(), found_to.kind);
+            found.push((value, kind, found_to.advised.clone(), "to", packet.src));
         }
-        if let Some((value, kind, advised)) = self.advisories.address(packet.src) {
-            found.push((value, kind, advised.clone(), "from", packet.dst));
+        if let Some(found_from) = self.advisories.address(packet.src) {
+            let (value, kind) = (found_from.value.to_owned(), found_from.kind);
+            found.push((value, kind, found_from.advised.clone(), "from", packet.dst));
         }
         if let Some(dns) = &packet.dns
-            && let Some((value, advised)) = self.advisories.domain(&dns.name)
+            && let Some(found_name) = self.advisories.domain(&dns.name)
         {
             let local = if dns.response { packet.dst } else { packet.src };
-            found.push((value, IndicatorType::Domain, advised.clone(), "dns", local));
+            let value = found_name.value.to_owned();
+            found.push((
+                value,
+                IndicatorType::Domain,
+                found_name.advised.clone(),
+                "dns",
+                local,
+            ));
         }
         for (value, kind, advised, direction, local) in found {
             let mut signal = Signal::new("ioc_match", advised.severity, packet.at)
@@ -878,12 +822,13 @@ mod tests {
     #[test]
     fn advised_domains_match_their_subdomains_and_addresses_their_networks() {
         let mut advisories = Advisories::default();
-        let advised = Advised {
-            advisory: "ADV-1".into(),
-            severity: Severity::Critical,
-        };
-        advisories.add(IndicatorType::Domain, "Evil.Example.", advised.clone());
-        advisories.add(IndicatorType::Cidr, "192.0.2.0/24", advised);
+        let advised = Advised::new("ADV-1", Severity::Critical);
+        advisories
+            .add(IndicatorType::Domain, "Evil.Example.", advised.clone())
+            .expect("domain");
+        advisories
+            .add(IndicatorType::Cidr, "192.0.2.0/24", advised)
+            .expect("cidr");
         let mut detector = NetworkDetector::new(NetworkThresholds::default(), advisories);
         let mut query = packet(
             "10.0.0.7",

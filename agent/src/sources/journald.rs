@@ -5,6 +5,7 @@
 //! dependencies and works with any journal journalctl can read: the system's, or a
 //! directory or files given in the configuration (a container's journal, a copy).
 
+use crate::advisories::AdvisoryView;
 use crate::detect::engine::EngineConfig;
 use crate::detect::rules::Rule;
 use crate::health::Health;
@@ -97,6 +98,8 @@ pub struct JournaldSource {
     cursor: Option<String>,
     pipeline: LogPipeline,
     name: String,
+    /// The agent's advisories, looked at before each entry.
+    advisories: Option<AdvisoryView>,
 }
 
 impl JournaldSource {
@@ -119,7 +122,16 @@ impl JournaldSource {
             cursor,
             pipeline: LogPipeline::new(Format::JournaldJson, Timestamp::now(), 0, rules, engine),
             name: format!("journald:{index}"),
+            advisories: None,
         })
+    }
+
+    /// Matches the agent's advisories too (remote parties of the events).
+    pub fn with_advisories(mut self, mut advisories: AdvisoryView) -> Self {
+        let _ = advisories.changed();
+        self.pipeline.set_advisories(advisories.current());
+        self.advisories = Some(advisories);
+        self
     }
 
     fn spawn(&self) -> std::io::Result<Child> {
@@ -186,7 +198,11 @@ pub fn run(
         let mut last_save = Instant::now();
         let mut dirty = false;
         loop {
-            match received.recv_timeout(Duration::from_millis(250)) {
+            let received_line = received.recv_timeout(Duration::from_millis(250));
+            if let Some(advisories) = source.advisories.as_mut().and_then(AdvisoryView::changed) {
+                source.pipeline.set_advisories(advisories);
+            }
+            match received_line {
                 Ok(line) => {
                     if let Some((_, Some(cursor))) = journald::parse_with_cursor(&line) {
                         source.cursor = Some(cursor.into_owned());

@@ -8,6 +8,7 @@
 pub mod baseline;
 pub mod scan;
 
+use crate::advisories::AdvisoryView;
 use crate::detect::files::{
     ChangeSummary, FileChange, FileDetector, FoundBy, Places, arrived, original_of,
 };
@@ -99,6 +100,8 @@ pub struct FileSource {
     /// What the baseline covers (roots and excludes): another configuration rebuilds it.
     coverage: String,
     name: String,
+    /// The agent's advisories (file hashes), looked at before each check.
+    advisories: Option<AdvisoryView>,
 }
 
 impl FileSource {
@@ -163,7 +166,16 @@ impl FileSource {
             ),
             coverage,
             name: "files".into(),
+            advisories: None,
         })
+    }
+
+    /// Matches the hashes of new and changed files against the agent's advisories.
+    pub fn with_advisories(mut self, mut advisories: AdvisoryView) -> Self {
+        let _ = advisories.changed();
+        self.detector.set_advisories(advisories.current());
+        self.advisories = Some(advisories);
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -208,6 +220,9 @@ impl FileSource {
         found_by: FoundBy,
         emit: &mut dyn FnMut(Signal),
     ) -> Result<ScanStats, BaselineError> {
+        if let Some(advisories) = self.advisories.as_mut().and_then(AdvisoryView::changed) {
+            self.detector.set_advisories(advisories);
+        }
         let mut total = ScanStats::default();
         let options = if found_by == FoundBy::Watch {
             // A handful of files: no thread pool worth its start.

@@ -6,6 +6,7 @@
 //! are in the channel to the sink), so a restart neither skips nor re-reads a line.
 
 use super::tail::{TailConfig, Tailer};
+use crate::advisories::AdvisoryView;
 use crate::config::{LogSourceConfig, StartAt};
 use crate::detect::engine::EngineConfig;
 use crate::detect::rules::Rule;
@@ -33,6 +34,8 @@ pub struct LogSource {
     pipeline: LogPipeline,
     plain: bool,
     errors_seen: u64,
+    /// The agent's advisories, looked at before each poll's lines.
+    advisories: Option<AdvisoryView>,
 }
 
 impl LogSource {
@@ -61,12 +64,26 @@ impl LogSource {
             pipeline,
             plain,
             errors_seen: 0,
+            advisories: None,
         })
+    }
+
+    /// Matches the agent's advisories too (remote parties of the events).
+    pub fn with_advisories(mut self, mut advisories: AdvisoryView) -> Self {
+        let _ = advisories.changed();
+        self.pipeline.set_advisories(advisories.current());
+        self.advisories = Some(advisories);
+        self
     }
 
     /// Reads what is new and returns its signals; `true` if the poll was full (more
     /// may be waiting).
     pub fn poll(&mut self, health: &Health) -> anyhow::Result<(Vec<Signal>, bool)> {
+        // Before the lines are read: a line written after an advisory arrived is
+        // matched against it.
+        if let Some(advisories) = self.advisories.as_mut().and_then(AdvisoryView::changed) {
+            self.pipeline.set_advisories(advisories);
+        }
         let lines = self.tailer.poll(LINES_PER_POLL);
         let full = lines.len() == LINES_PER_POLL;
         let now = Timestamp::now();

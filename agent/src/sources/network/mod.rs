@@ -4,18 +4,19 @@
 pub mod decode;
 pub mod pcap;
 
-use crate::detect::network::{Advised, Advisories, NetworkDetector, NetworkThresholds};
+use crate::advisories::AdvisoryView;
+use crate::detect::network::{NetworkDetector, NetworkThresholds};
 use crate::health::Health;
 use decode::{LinkType, Skip, decode};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
-use vedetta_common::{IndicatorType, Severity, Signal, Timestamp};
+use vedetta_common::{Signal, Timestamp};
 
 /// `[sources.network]` of the agent configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -27,83 +28,12 @@ pub struct NetworkConfig {
     /// Also capture frames not addressed to this host (a SPAN port).
     #[serde(default)]
     pub promiscuous: bool,
-    /// Indicators to match besides those the collector pushed: one JSON object a line,
-    /// `{"type": "ip" | "cidr" | "domain", "value": "…", "advisory": "…", "severity": "high"}`.
+    /// Deprecated: list the file in `[advisories] files` instead (where every source,
+    /// not only the network, matches it). Still read, as one more local list.
     #[serde(default)]
     pub advisories_file: Option<PathBuf>,
     #[serde(default)]
     pub thresholds: NetworkThresholds,
-}
-
-/// The file where the uplink keeps the advisories the collector pushed.
-pub fn pushed_advisories(state_dir: &Path) -> PathBuf {
-    state_dir.join("advisories.ndjson")
-}
-
-/// One line of an advisories file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AdvisoryLine {
-    #[serde(rename = "type")]
-    pub kind: IndicatorType,
-    pub value: String,
-    #[serde(default)]
-    pub advisory: String,
-    #[serde(default = "default_severity")]
-    pub severity: Severity,
-}
-
-fn default_severity() -> Severity {
-    Severity::High
-}
-
-impl NetworkConfig {
-    /// The advisories in force: those pushed by the collector (in `state_dir`), and the
-    /// configured file. A line that cannot be read is reported and skipped.
-    pub fn load_advisories(&self, state_dir: Option<&Path>) -> anyhow::Result<Advisories> {
-        let mut advisories = Advisories::default();
-        let files = state_dir
-            .map(pushed_advisories)
-            .into_iter()
-            .chain(self.advisories_file.clone());
-        for file in files {
-            let text = match std::fs::read_to_string(&file) {
-                Ok(text) => text,
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(error) => anyhow::bail!("cannot read {}: {error}", file.display()),
-            };
-            for (number, line) in text.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match serde_json::from_str::<AdvisoryLine>(line) {
-                    Ok(line) => advisories.add(
-                        line.kind,
-                        &line.value,
-                        Advised {
-                            advisory: line.advisory,
-                            severity: line.severity,
-                        },
-                    ),
-                    Err(error) => {
-                        warn!(file = %file.display(), line = number + 1, %error, "advisory line skipped")
-                    }
-                }
-            }
-        }
-        Ok(advisories)
-    }
-
-    /// The advisory files' latest modification, to notice a change.
-    fn advisories_changed_at(&self, state_dir: &Path) -> Option<SystemTime> {
-        [
-            Some(pushed_advisories(state_dir)),
-            self.advisories_file.clone(),
-        ]
-        .into_iter()
-        .flatten()
-        .filter_map(|file| std::fs::metadata(file).and_then(|m| m.modified()).ok())
-        .max()
-    }
 }
 
 /// Packets waiting between the capture threads and the detector.
@@ -126,16 +56,16 @@ impl std::fmt::Debug for Capture {
 /// The network source: open captures and the detector.
 #[derive(Debug)]
 pub struct NetworkSource {
-    config: NetworkConfig,
-    state_dir: PathBuf,
     captures: Vec<Capture>,
     detector: NetworkDetector,
+    /// The agent's advisories, looked at before each group of packets.
+    advisories: AdvisoryView,
 }
 
 impl NetworkSource {
     /// Opens a capture on each configured interface. Capturing needs CAP_NET_RAW: without
     /// it, this fails with an error that says so.
-    pub fn open(config: &NetworkConfig, state_dir: &Path) -> anyhow::Result<Self> {
+    pub fn open(config: &NetworkConfig, advisories: AdvisoryView) -> anyhow::Result<Self> {
         let all = pnet_datalink::interfaces();
         let chosen: Vec<_> = if config.interfaces.is_empty() {
             all.into_iter()
@@ -172,15 +102,11 @@ impl NetworkSource {
                 receiver,
             });
         }
-        let detector = NetworkDetector::new(
-            config.thresholds.clone(),
-            config.load_advisories(Some(state_dir))?,
-        );
+        let detector = NetworkDetector::new(config.thresholds.clone(), advisories.current());
         Ok(Self {
-            config: config.clone(),
-            state_dir: state_dir.to_path_buf(),
             captures,
             detector,
+            advisories,
         })
     }
 }
@@ -258,10 +184,15 @@ pub fn run(
         advisories = source.detector.advisories().len(),
         "network source started"
     );
-    let mut advisories_at = source.config.advisories_changed_at(&source.state_dir);
     let mut checked = Instant::now();
     loop {
-        match received.recv_timeout(Duration::from_millis(250)) {
+        let received_batch = received.recv_timeout(Duration::from_millis(250));
+        // New advisories (pushed by the collector, edited, expired): matched from the
+        // next packet on.
+        if let Some(advisories) = source.advisories.changed() {
+            source.detector.set_advisories(advisories);
+        }
+        match received_batch {
             Ok(batch) => {
                 for packet in &batch {
                     for signal in source.detector.process(packet) {
@@ -276,18 +207,6 @@ pub fn run(
             checked = Instant::now();
             for signal in source.detector.tick(Timestamp::now()) {
                 let _ = signals.blocking_send(signal);
-            }
-            // New advisories (pushed by the collector, or edited): matched from now on.
-            let changed = source.config.advisories_changed_at(&source.state_dir);
-            if changed != advisories_at {
-                advisories_at = changed;
-                match source.config.load_advisories(Some(&source.state_dir)) {
-                    Ok(advisories) => {
-                        info!(indicators = advisories.len(), "advisories reloaded");
-                        source.detector.set_advisories(advisories);
-                    }
-                    Err(error) => warn!(%error, "cannot reload the advisories"),
-                }
             }
         }
         if stop.load(Ordering::Relaxed) {
