@@ -62,6 +62,9 @@ pub enum Command {
         /// Override the configured UDP address.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Override the configured TCP address of the HTTPS API.
+        #[arg(long)]
+        http: Option<SocketAddr>,
     },
     /// Manage organisations.
     #[command(subcommand)]
@@ -72,6 +75,13 @@ pub enum Command {
     /// Manage enrolled agents.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Manage the people and scripts of the HTTP API (each gets a bearer token).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Ask a running collector over its HTTPS API (the analysts' CLI).
+    Query(crate::query::QueryArgs),
+    /// Publish, list or withdraw advisories over the HTTPS API.
+    Advisory(crate::query::AdvisoryArgs),
     /// The quick start: a collector and agents of three organisations on loopback.
     Demo {
         /// Folder for the demo's data (recreated on each run).
@@ -91,6 +101,18 @@ pub enum OrgCommand {
         org: String,
         #[arg(long)]
         name: Option<String>,
+        /// The member's own public addresses or networks (repeatable): never correlated
+        /// as an attacker's.
+        #[arg(long = "address", value_name = "ADDRESS|CIDR")]
+        addresses: Vec<String>,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Replace an organisation's declared addresses (none: clear them).
+    Addresses {
+        org: String,
+        #[arg(value_name = "ADDRESS|CIDR")]
+        addresses: Vec<String>,
         #[command(flatten)]
         data: DataDir,
     },
@@ -136,6 +158,127 @@ pub enum AgentCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user and print their API token (shown once; only its hash is kept).
+    Add {
+        name: String,
+        #[arg(long, value_parser = ["admin", "analyst", "auditor", "member"])]
+        role: String,
+        /// The organisation of a `member`.
+        #[arg(long)]
+        org: Option<String>,
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List users (never their tokens).
+    List {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Revoke a user's token at once.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+/// Checks the addresses a member declares (an address or a network each).
+fn check_addresses(addresses: &[String]) -> anyhow::Result<Vec<String>> {
+    addresses
+        .iter()
+        .map(|text| {
+            let text = text.trim();
+            if let Ok(address) = text.parse::<std::net::IpAddr>() {
+                Ok(address.to_string())
+            } else if let Ok(network) = text.parse::<ipnet::IpNet>() {
+                Ok(network.trunc().to_string())
+            } else {
+                bail!("{text:?} is not an address or a network (CIDR)")
+            }
+        })
+        .collect()
+}
+
+fn user_command(command: UserCommand) -> anyhow::Result<()> {
+    use crate::store::{ApiUser, Role};
+    match command {
+        UserCommand::Add {
+            name,
+            role,
+            org,
+            data,
+            format,
+        } => {
+            validate_name("user", &name).map_err(anyhow::Error::msg)?;
+            let role = Role::parse(&role).context("role")?;
+            match (role, &org) {
+                (Role::Member, None) => bail!("a member belongs to an organisation: give --org"),
+                (Role::Admin | Role::Analyst | Role::Auditor, Some(_)) => {
+                    bail!("--org is for members only: other roles see every organisation")
+                }
+                _ => {}
+            }
+            let token = crate::api::auth::new_token()
+                .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+            let user = ApiUser {
+                name: name.clone(),
+                role,
+                org,
+                created_at: Timestamp::now(),
+                revoked_at: None,
+            };
+            open_store(&data.data_dir)?.add_user(&user, &crate::api::auth::token_hash(&token))?;
+            match format {
+                Format::Json => print_json(&serde_json::json!({
+                    "name": name, "role": role, "org": user.org, "token": token,
+                })),
+                Format::Table => println!("{token}"),
+            }
+            Ok(())
+        }
+        UserCommand::List { data, format } => {
+            let users = open_store(&data.data_dir)?.users()?;
+            match format {
+                Format::Json => print_json(&serde_json::to_value(&users)?),
+                Format::Table => {
+                    println!(
+                        "{:<24} {:<8} {:<16} {:<36} STATE",
+                        "USER", "ROLE", "ORG", "CREATED"
+                    );
+                    for user in users {
+                        println!(
+                            "{:<24} {:<8} {:<16} {:<36} {}",
+                            user.name,
+                            user.role.as_str(),
+                            user.org.as_deref().unwrap_or("-"),
+                            user.created_at,
+                            if user.revoked_at.is_some() {
+                                "revoked"
+                            } else {
+                                "active"
+                            }
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        UserCommand::Revoke { name, data } => {
+            if !open_store(&data.data_dir)?.revoke_user(&name, Timestamp::now())? {
+                bail!("unknown user {name}");
+            }
+            println!("user {name} revoked");
+            Ok(())
+        }
+    }
+}
+
 fn open_store(data_dir: &Path) -> anyhow::Result<SqliteStore> {
     let path = database_path(data_dir);
     if !path.exists() {
@@ -160,16 +303,42 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             http,
             format,
         } => init(&data.data_dir, listen, http, format),
-        Command::Serve { data, listen } => serve(&data.data_dir, listen),
+        Command::Serve { data, listen, http } => serve(&data.data_dir, listen, http),
+        Command::User(command) => user_command(command),
+        Command::Query(args) => crate::query::run(args),
+        Command::Advisory(args) => crate::query::advisory(args),
         Command::Demo {
             data_dir,
             exit_when_done,
         } => crate::demo::run(data_dir, exit_when_done),
-        Command::Org(OrgCommand::Add { org, name, data }) => {
+        Command::Org(OrgCommand::Add {
+            org,
+            name,
+            addresses,
+            data,
+        }) => {
             validate_name("org", &org).map_err(anyhow::Error::msg)?;
+            let addresses = check_addresses(&addresses)?;
             let name = name.unwrap_or_else(|| org.clone());
-            open_store(&data.data_dir)?.add_org(&org, &name, Timestamp::now())?;
+            let mut store = open_store(&data.data_dir)?;
+            store.add_org(&org, &name, Timestamp::now())?;
+            if !addresses.is_empty() {
+                store.set_org_addresses(&org, &addresses)?;
+            }
             println!("org {org} added");
+            Ok(())
+        }
+        Command::Org(OrgCommand::Addresses {
+            org,
+            addresses,
+            data,
+        }) => {
+            let addresses = check_addresses(&addresses)?;
+            open_store(&data.data_dir)?.set_org_addresses(&org, &addresses)?;
+            println!(
+                "org {org}: {} declared address(es); a running collector applies them at its next start",
+                addresses.len()
+            );
             Ok(())
         }
         Command::Org(OrgCommand::List { data, format }) => {
@@ -177,9 +346,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             match format {
                 Format::Json => print_json(&serde_json::to_value(&orgs)?),
                 Format::Table => {
-                    println!("{:<24} {:<40} CREATED", "ORG", "NAME");
+                    println!("{:<24} {:<40} {:<36} ADDRESSES", "ORG", "NAME", "CREATED");
                     for org in orgs {
-                        println!("{:<24} {:<40} {}", org.id, org.name, org.created_at);
+                        println!(
+                            "{:<24} {:<40} {:<36} {}",
+                            org.id,
+                            org.name,
+                            org.created_at,
+                            org.addresses.join(" ")
+                        );
                     }
                 }
             }
@@ -289,18 +464,23 @@ fn init(
     Ok(())
 }
 
-fn serve(data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+fn serve(
+    data_dir: &Path,
+    listen: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let collector = server::start(data_dir, listen).await?;
+        let collector = server::start(data_dir, listen, http).await?;
         // One machine-readable line on stdout tells scripts (and tests) where we listen.
         println!(
             "{}",
             serde_json::json!({
                 "event": "ready",
                 "quic": collector.quic_addr.to_string(),
+                "https": collector.http_addr.to_string(),
                 "ca_fingerprint": collector.ca_fingerprint,
             })
         );

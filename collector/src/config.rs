@@ -19,6 +19,50 @@ pub struct CollectorConfig {
     pub http: SocketAddr,
     #[serde(default)]
     pub ingest: IngestConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub correlation: crate::correlate::CorrelationConfig,
+}
+
+/// `[api]`: the HTTPS API and its live stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Extra host names and addresses the API's certificate is valid for (besides
+    /// localhost, the loopback addresses and the `http` address).
+    #[serde(default)]
+    pub tls_names: Vec<String>,
+    /// Database connections serving API reads at once.
+    #[serde(default = "default_read_connections")]
+    pub read_connections: usize,
+    /// How often the advisory feed looks for advisories published by other nodes.
+    #[serde(default = "default_feed_poll", with = "serde_human")]
+    pub feed_poll: Duration,
+    /// How often quiet campaigns and incidents are closed.
+    #[serde(default = "default_close_every", with = "serde_human")]
+    pub close_every: Duration,
+}
+
+fn default_read_connections() -> usize {
+    4
+}
+fn default_feed_poll() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_close_every() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            tls_names: Vec::new(),
+            read_connections: default_read_connections(),
+            feed_poll: default_feed_poll(),
+            close_every: default_close_every(),
+        }
+    }
 }
 
 fn default_http() -> SocketAddr {
@@ -88,6 +132,8 @@ impl CollectorConfig {
             listen,
             http,
             ingest: IngestConfig::default(),
+            api: ApiConfig::default(),
+            correlation: crate::correlate::CorrelationConfig::default(),
         }
     }
 

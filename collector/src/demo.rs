@@ -233,7 +233,8 @@ pub fn run(data_dir: Option<PathBuf>, exit_when_done: bool) -> anyhow::Result<()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let collector = server::start(&collector_dir, None).await?;
+        let collector =
+            server::start(&collector_dir, None, Some(([127, 0, 0, 1], 0).into())).await?;
         println!(
             "Vedetta demo — collector on udp://{} (data in {})",
             collector.quic_addr,
@@ -276,10 +277,12 @@ pub fn run(data_dir: Option<PathBuf>, exit_when_done: bool) -> anyhow::Result<()
         let deadline = Instant::now() + Duration::from_secs(60);
         let database = database_path(&collector_dir);
         let found = |store: &mut SqliteStore| -> anyhow::Result<BTreeSet<(String, String)>> {
-            let all = store.signals(&SignalFilter {
-                limit: 10_000,
-                ..SignalFilter::default()
-            })?;
+            let all = store
+                .signals(&SignalFilter {
+                    limit: 10_000,
+                    ..SignalFilter::default()
+                })?
+                .items;
             Ok(all.into_iter().map(|s| (s.org, s.signal.kind)).collect())
         };
         let mut reader = SqliteStore::open(&database)?;
@@ -316,10 +319,14 @@ pub fn run(data_dir: Option<PathBuf>, exit_when_done: bool) -> anyhow::Result<()
 }
 
 fn print_picture(store: &mut SqliteStore) -> anyhow::Result<()> {
-    let signals = store.signals(&SignalFilter {
-        limit: 10_000,
-        ..SignalFilter::default()
-    })?;
+    let mut signals = store
+        .signals(&SignalFilter {
+            limit: 10_000,
+            ..SignalFilter::default()
+        })?
+        .items;
+    // Oldest first, as they happened.
+    signals.reverse();
     println!(
         "\nSignals stored by the collector (org and agent taken from each agent's certificate):"
     );

@@ -16,6 +16,7 @@
 
 use crate::config::IngestConfig;
 use crate::enroll;
+use crate::feed::AdvisoryFeed;
 use crate::pki::CertificateAuthority;
 use crate::store::{AgentRecord, IngestBatch, SqliteStore, Store, StoreError};
 use crate::writer::WriterHandle;
@@ -48,6 +49,8 @@ pub struct IngestMetrics {
     pub signals_duplicate: AtomicU64,
     pub signals_rejected: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Advisories written to agents' control streams.
+    pub advisories_sent: AtomicU64,
 }
 
 /// What every connection task shares.
@@ -58,6 +61,7 @@ pub struct IngestContext {
     /// A connection of its own for enrollment, identity checks and heartbeats.
     pub store: Mutex<SqliteStore>,
     pub writer: WriterHandle,
+    pub feed: AdvisoryFeed,
     pub metrics: IngestMetrics,
     live: Mutex<HashMap<String, Connection>>,
     /// Bytes of batch frames in flight, over all agents (see `memory_budget_bytes`).
@@ -70,6 +74,7 @@ impl IngestContext {
         authority: CertificateAuthority,
         store: SqliteStore,
         writer: WriterHandle,
+        feed: AdvisoryFeed,
     ) -> Self {
         let budget = Arc::new(Semaphore::new(
             config.memory_budget_bytes.max(MAX_BATCH_FRAME),
@@ -79,6 +84,7 @@ impl IngestContext {
             authority,
             store: Mutex::new(store),
             writer,
+            feed,
             metrics: IngestMetrics::default(),
             live: Mutex::new(HashMap::new()),
             budget,
@@ -511,7 +517,13 @@ async fn handle_stream(
             codec::write_frame(&mut send, &welcome, MAX_CONTROL_FRAME)
                 .await
                 .map_err(protocol_error)?;
-            control_stream(context, agent, send, recv).await
+            let pusher = tokio::spawn(
+                push_advisories(Arc::clone(context), send, hello.last_advisory_seq)
+                    .in_current_span(),
+            );
+            let result = control_stream(context, agent, recv).await;
+            pusher.abort();
+            result
         }
         other => Err(protocol_error(format!(
             "unexpected {} as the first frame of a stream",
@@ -541,10 +553,63 @@ fn sanitize_heartbeat(mut heartbeat: Heartbeat) -> Heartbeat {
     heartbeat
 }
 
+/// Advisories read from the store per frame sent.
+const ADVISORIES_PER_FRAME: usize = vedetta_common::protocol::MAX_ADVISORIES_PER_FRAME;
+
+/// Sends the agent every advisory after `held` (what it missed), then each new one as
+/// the feed moves, until the stream or the connection ends.
+async fn push_advisories(context: Arc<IngestContext>, mut send: SendStream, held: u64) {
+    let mut moved = context.feed.subscribe();
+    let mut sent = held;
+    // An agent that holds more than this database ever had met another collector (or a
+    // restored database): it is sent everything again, and keeps what it already has.
+    if held > context.feed.latest() {
+        sent = 0;
+    }
+    loop {
+        while sent < *moved.borrow_and_update() {
+            let after = sent;
+            let page = context
+                .with_store(move |store| {
+                    store.advisories(after, Timestamp::now(), false, ADVISORIES_PER_FRAME)
+                })
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(error) => {
+                    warn!(%error, "cannot read advisories for an agent");
+                    break;
+                }
+            };
+            let Some(last) = page.last().map(|advisory| advisory.seq) else {
+                // Only expired advisories were left: nothing to send up to the end.
+                sent = context.feed.latest();
+                break;
+            };
+            let count = page.len() as u64;
+            let frame = Message::Advisories(vedetta_common::protocol::Advisories {
+                advisories: page.iter().map(|record| record.to_wire()).collect(),
+            });
+            if let Err(error) = codec::write_frame(&mut send, &frame, MAX_CONTROL_FRAME).await {
+                debug!(%error, "advisories not delivered; the agent catches up next time");
+                return;
+            }
+            context
+                .metrics
+                .advisories_sent
+                .fetch_add(count, Ordering::Relaxed);
+            debug!(count, up_to = last, "advisories sent");
+            sent = last;
+        }
+        if moved.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn control_stream(
     context: &Arc<IngestContext>,
     agent: &Arc<AgentRecord>,
-    _send: SendStream,
     mut recv: RecvStream,
 ) -> StreamResult {
     let mut last_stored: Option<Instant> = None;

@@ -9,13 +9,17 @@
 //! * [`server`]: `serve`, wiring it all together.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod correlate;
 pub mod demo;
 pub mod enroll;
+pub mod feed;
 mod files;
 pub mod ingest;
 pub mod pki;
+pub mod query;
 pub mod server;
 pub mod store;
 pub mod writer;

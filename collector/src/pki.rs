@@ -41,6 +41,9 @@ pub struct PkiPaths {
     pub ca_key: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
+    /// The HTTPS API's certificate (names people and browsers use, not the agents' one).
+    pub https_cert: PathBuf,
+    pub https_key: PathBuf,
 }
 
 impl PkiPaths {
@@ -50,6 +53,8 @@ impl PkiPaths {
             ca_key: dir.join("ca.key"),
             server_cert: dir.join("server.crt"),
             server_key: dir.join("server.key"),
+            https_cert: dir.join("https.crt"),
+            https_key: dir.join("https.key"),
         }
     }
 }
@@ -185,6 +190,64 @@ impl CertificateAuthority {
         validity(&mut params, AGENT_CERT_VALIDITY);
         let certificate = params.signed_by(&request.public_key, &self.issuer)?;
         Ok(certificate.der().to_vec())
+    }
+}
+
+impl CertificateAuthority {
+    /// Issues the HTTPS API's certificate for `names` (host names or addresses), unless
+    /// one for exactly these names is already there. Returns its chain and key.
+    pub fn https_identity(
+        &self,
+        paths: &PkiPaths,
+        names: &[String],
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
+        let names_file = paths.https_cert.with_extension("names");
+        let wanted = names.join("\n");
+        let current = std::fs::read_to_string(&names_file).unwrap_or_default();
+        if current != wanted || !paths.https_cert.exists() || !paths.https_key.exists() {
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::new(Vec::<String>::new())?;
+            params.subject_alt_names = names
+                .iter()
+                .map(|name| match name.parse::<std::net::IpAddr>() {
+                    Ok(address) => Ok(SanType::IpAddress(address)),
+                    Err(_) => Ok(SanType::DnsName(name.clone().try_into()?)),
+                })
+                .collect::<Result<_, rcgen::Error>>()?;
+            params.distinguished_name = DistinguishedName::new();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, format!("{SERVER_NAME} API"));
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            params.use_authority_key_identifier_extension = true;
+            validity(&mut params, SERVER_CERT_VALIDITY);
+            let certificate = params.signed_by(&key, &self.issuer)?;
+            let ca_pem = read(&paths.ca_cert)?;
+            write_private(&paths.https_key, key.serialize_pem().as_bytes()).map_err(|source| {
+                PkiError::Io {
+                    action: "write",
+                    path: paths.https_key.clone(),
+                    source,
+                }
+            })?;
+            for (path, contents) in [
+                (&paths.https_cert, format!("{}{ca_pem}", certificate.pem())),
+                (&names_file, wanted),
+            ] {
+                std::fs::write(path, contents).map_err(|source| PkiError::Io {
+                    action: "write",
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        }
+        let chain = parse_pem_certificates(&read(&paths.https_cert)?);
+        let key = KeyPair::from_pem(&read(&paths.https_key)?)?;
+        Ok((
+            chain,
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        ))
     }
 }
 

@@ -1,19 +1,26 @@
-//! `serve`: wires the store, the group-commit writer, the QUIC endpoint and the
-//! revocation watcher together, and takes them down in order on shutdown.
+//! `serve`: wires the store, the correlator, the group-commit writer, the QUIC endpoint,
+//! the advisory feed, the HTTPS API and the periodic tasks (revocations, closing quiet
+//! campaigns) together, and takes them down in order on shutdown.
 
+use crate::api::{self, ApiState, ReadPool};
 use crate::config::CollectorConfig;
+use crate::correlate::Correlator;
+use crate::feed::{self, AdvisoryFeed};
 use crate::ingest::{self, IngestContext};
 use crate::pki::{self, CertificateAuthority, PkiPaths};
-use crate::store::SqliteStore;
+use crate::store::{SqliteStore, Store};
 use crate::writer;
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::info;
+use tokio::sync::broadcast;
+use tracing::{info, warn};
+use vedetta_common::Timestamp;
+use vedetta_common::identity::SERVER_NAME;
 use vedetta_common::protocol::ErrorCode;
-use vedetta_common::shutdown::{self, ShutdownTrigger};
+use vedetta_common::shutdown::{self, Shutdown, ShutdownTrigger};
 
 pub const DATABASE_FILE: &str = "vedetta.db";
 
@@ -25,29 +32,80 @@ pub fn database_path(data_dir: &Path) -> PathBuf {
 #[derive(Debug)]
 pub struct RunningCollector {
     pub quic_addr: SocketAddr,
+    pub http_addr: SocketAddr,
     pub ca_fingerprint: String,
     pub context: Arc<IngestContext>,
+    pub api: Arc<ApiState>,
+    http: axum_server::Handle,
     trigger: ShutdownTrigger,
     endpoint: quinn::Endpoint,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     writer: std::thread::JoinHandle<()>,
 }
 
-/// Starts serving from `data_dir`; `listen` overrides the configured address.
+/// The correlator of this configuration, with the members' declared addresses allowed.
+pub fn correlator(config: &CollectorConfig, store: &mut SqliteStore) -> anyhow::Result<Correlator> {
+    let mut correlator = Correlator::new(config.correlation.clone())
+        .map_err(|error| anyhow::anyhow!("[correlation]: {error}"))?;
+    for org in store.orgs()? {
+        for address in &org.addresses {
+            correlator
+                .allow(address)
+                .map_err(|error| anyhow::anyhow!("org {}: {error}", org.id))?;
+        }
+    }
+    Ok(correlator)
+}
+
+/// The names the API certificate covers: loopback, the collector's name, the address it
+/// listens on (unless it is a wildcard) and the configured ones.
+fn https_names(config: &CollectorConfig, http: SocketAddr) -> Vec<String> {
+    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1", SERVER_NAME]
+        .iter()
+        .map(|name| (*name).to_owned())
+        .collect();
+    if !http.ip().is_unspecified() {
+        names.push(http.ip().to_string());
+    }
+    for name in &config.api.tls_names {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
+}
+
+/// Starts serving from `data_dir`; `listen` and `http` override the configured addresses.
 pub async fn start(
     data_dir: &Path,
     listen: Option<SocketAddr>,
+    http: Option<SocketAddr>,
 ) -> anyhow::Result<RunningCollector> {
     let config = CollectorConfig::load(data_dir)?;
     let paths = PkiPaths::in_dir(data_dir);
     let authority = CertificateAuthority::load(&paths).context("loading the CA")?;
     let (chain, key) =
         pki::load_server_identity(&paths).context("loading the server certificate")?;
+    let http_address = http.unwrap_or(config.http);
+    let (https_chain, https_key) = authority
+        .https_identity(&paths, &https_names(&config, http_address))
+        .context("issuing the API certificate")?;
     let database = database_path(data_dir);
-    let ingest_store =
+    let mut ingest_store =
         SqliteStore::open(&database).with_context(|| format!("opening {}", database.display()))?;
-    let shared_store = SqliteStore::open(&database)?;
-    let (writer, writer_thread) = writer::start(ingest_store)?;
+    let correlator = Arc::new(correlator(&config, &mut ingest_store)?);
+    ingest_store.set_correlator(Arc::clone(&correlator));
+    let mut shared_store = SqliteStore::open(&database)?;
+    shared_store.set_correlator(correlator);
+    let feed = AdvisoryFeed::new(shared_store.max_advisory_seq()?);
+
+    // Campaigns and incidents, as they commit, for the live stream and the log.
+    let (events, _) = broadcast::channel(4096);
+    let to_stream = events.clone();
+    let (writer, writer_thread) = writer::start(ingest_store, move |event| {
+        info!(event = event.name(), "correlation");
+        let _ = to_stream.send(Arc::new(event));
+    })?;
 
     let server_config =
         ingest::server_config(authority.certificate_der(), chain, key, &config.ingest)?;
@@ -61,7 +119,29 @@ pub async fn start(
         authority,
         shared_store,
         writer,
+        feed.clone(),
     ));
+
+    let pool = ReadPool::open(&database, config.api.read_connections)?;
+    let api = Arc::new(ApiState::new(
+        pool,
+        events,
+        feed.clone(),
+        Arc::clone(&context),
+    ));
+    let listener = std::net::TcpListener::bind(http_address)
+        .with_context(|| format!("cannot listen on TCP {http_address}"))?;
+    listener.set_nonblocking(true)?;
+    let http_addr = listener.local_addr()?;
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(api::tls_config(
+        https_chain,
+        https_key,
+    )?));
+    let http_handle = axum_server::Handle::new();
+    let router = api::router(Arc::clone(&api));
+    let server = axum_server::from_tcp_rustls(listener, tls)
+        .handle(http_handle.clone())
+        .serve(router.into_make_service());
 
     let (trigger, shutdown) = shutdown::channel();
     let tasks = vec![
@@ -70,13 +150,35 @@ pub async fn start(
             Arc::clone(&context),
             shutdown.clone(),
         )),
-        tokio::spawn(ingest::revocation_watcher(Arc::clone(&context), shutdown)),
+        tokio::spawn(ingest::revocation_watcher(
+            Arc::clone(&context),
+            shutdown.clone(),
+        )),
+        tokio::spawn(feed::poll(
+            feed,
+            Arc::clone(&context),
+            config.api.feed_poll,
+            shutdown.clone(),
+        )),
+        tokio::spawn(close_quiet(
+            Arc::clone(&api),
+            config.api.close_every,
+            shutdown,
+        )),
+        tokio::spawn(async move {
+            if let Err(error) = server.await {
+                warn!(%error, "the HTTPS API stopped");
+            }
+        }),
     ];
-    info!(quic = %quic_addr, "collector serving");
+    info!(quic = %quic_addr, https = %http_addr, "collector serving");
     Ok(RunningCollector {
         quic_addr,
+        http_addr,
         ca_fingerprint,
         context,
+        api,
+        http: http_handle,
         trigger,
         endpoint,
         tasks,
@@ -84,11 +186,36 @@ pub async fn start(
     })
 }
 
+/// Closes quiet campaigns and incidents now and then, telling the live stream.
+async fn close_quiet(api: Arc<ApiState>, every: Duration, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.wait() => return,
+        }
+        match api
+            .ingest
+            .with_store(|store| store.close_quiet(Timestamp::now()))
+            .await
+        {
+            Ok(events) => {
+                for event in events {
+                    info!(event = event.name(), "correlation");
+                    let _ = api.events.send(Arc::new(event));
+                }
+            }
+            Err(error) => warn!(%error, "cannot close quiet campaigns"),
+        }
+    }
+}
+
 impl RunningCollector {
     /// Stops accepting, closes agent connections, lets the endpoint drain, and waits for
     /// the writer to commit what it already holds.
     pub async fn stop(self) {
         self.trigger.trigger();
+        self.http.graceful_shutdown(Some(Duration::from_secs(2)));
         for task in self.tasks {
             let _ = task.await;
         }
@@ -99,6 +226,7 @@ impl RunningCollector {
             b"collector shutting down",
         );
         let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
+        drop(self.api);
         drop(self.context);
         // Connection tasks still holding a writer handle end with their connections.
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -3,6 +3,7 @@
 //! this turns thousands of small commits (each an fsync) into a few large ones, without
 //! weakening durability: no batch is acknowledged before its transaction is on disk.
 
+use crate::correlate::Event;
 use crate::store::{IngestBatch, SqliteStore, Store};
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
@@ -54,8 +55,12 @@ impl WriterHandle {
 }
 
 /// Starts the writer thread. It ends when every handle is dropped, after committing what
-/// was already queued.
-pub fn start(mut store: SqliteStore) -> std::io::Result<(WriterHandle, JoinHandle<()>)> {
+/// was already queued. `on_event` hears of every campaign and incident opened or grown,
+/// after the commit that made it.
+pub fn start(
+    mut store: SqliteStore,
+    on_event: impl Fn(Event) + Send + 'static,
+) -> std::io::Result<(WriterHandle, JoinHandle<()>)> {
     let (queue, mut jobs) = mpsc::channel::<Job>(QUEUE);
     let thread = std::thread::Builder::new()
         .name("ingest-writer".into())
@@ -75,9 +80,12 @@ pub fn start(mut store: SqliteStore) -> std::io::Result<(WriterHandle, JoinHandl
                 let (batches, replies): (Vec<_>, Vec<_>) =
                     group.into_iter().map(|job| (job.batch, job.reply)).unzip();
                 match store.ingest(&batches) {
-                    Ok(acks) => {
-                        for (reply, ack) in replies.into_iter().zip(acks) {
+                    Ok(outcome) => {
+                        for (reply, ack) in replies.into_iter().zip(outcome.acks) {
                             let _ = reply.send(Ok(ack));
+                        }
+                        for event in outcome.events {
+                            on_event(event);
                         }
                     }
                     Err(failure) => {

@@ -56,6 +56,124 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     ALTER TABLE agents ADD COLUMN inventory TEXT;
     ",
     ),
+    (
+        3,
+        "
+    -- Correlation, advisories and API users (issue 6).
+    ALTER TABLE orgs ADD COLUMN addresses TEXT NOT NULL DEFAULT '[]';
+    CREATE INDEX signals_by_time ON signals (last_seen);
+    CREATE INDEX signals_by_kind_time ON signals (kind, last_seen);
+    CREATE INDEX signals_by_agent_time ON signals (agent_id, last_seen);
+
+    -- Every indicator of every stored signal: who else saw this value, and when.
+    CREATE TABLE signal_indicators (
+        value       TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        signal_id   TEXT NOT NULL,
+        org         TEXT NOT NULL,
+        last_seen   BIGINT NOT NULL
+    );
+    CREATE INDEX signal_indicators_by_value ON signal_indicators (value, last_seen);
+
+    -- One organisation's sightings of a correlatable indicator, kept up to date at
+    -- ingest: the correlator reads these instead of scanning signals.
+    CREATE TABLE sightings (
+        type          TEXT NOT NULL,
+        value         TEXT NOT NULL,
+        org           TEXT NOT NULL,
+        first_seen    BIGINT NOT NULL,
+        last_seen     BIGINT NOT NULL,
+        signals       BIGINT NOT NULL,
+        kinds         TEXT NOT NULL,
+        max_severity  SMALLINT NOT NULL,
+        updated_at    BIGINT NOT NULL,
+        PRIMARY KEY (type, value, org)
+    );
+
+    CREATE TABLE campaigns (
+        id               TEXT PRIMARY KEY,
+        indicator_type   TEXT NOT NULL,
+        indicator_value  TEXT NOT NULL,
+        status           TEXT NOT NULL,
+        severity         SMALLINT NOT NULL,
+        score            BIGINT NOT NULL,
+        org_count        BIGINT NOT NULL,
+        signals          BIGINT NOT NULL,
+        first_seen       BIGINT NOT NULL,
+        last_seen        BIGINT NOT NULL,
+        opened_at        BIGINT NOT NULL,
+        updated_at       BIGINT NOT NULL,
+        closed_at        BIGINT,
+        body             TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX campaigns_open_by_indicator ON campaigns (indicator_type, indicator_value)
+        WHERE status = 'open';
+    CREATE INDEX campaigns_by_status_time ON campaigns (status, updated_at);
+    CREATE INDEX campaigns_by_indicator ON campaigns (indicator_value);
+    CREATE TABLE campaign_orgs (
+        campaign_id  TEXT NOT NULL,
+        org          TEXT NOT NULL,
+        PRIMARY KEY (campaign_id, org)
+    );
+    CREATE INDEX campaign_orgs_by_org ON campaign_orgs (org);
+    CREATE TABLE campaign_signals (
+        campaign_id  TEXT NOT NULL,
+        signal_id    TEXT NOT NULL,
+        PRIMARY KEY (campaign_id, signal_id)
+    );
+
+    CREATE TABLE incidents (
+        id          TEXT PRIMARY KEY,
+        org         TEXT NOT NULL,
+        chain       TEXT NOT NULL,
+        key_type    TEXT NOT NULL,
+        key_value   TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        severity    SMALLINT NOT NULL,
+        first_seen  BIGINT NOT NULL,
+        last_seen   BIGINT NOT NULL,
+        opened_at   BIGINT NOT NULL,
+        updated_at  BIGINT NOT NULL,
+        closed_at   BIGINT,
+        body        TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX incidents_open_by_key ON incidents (org, chain, key_value)
+        WHERE status = 'open';
+    CREATE INDEX incidents_by_status_time ON incidents (status, updated_at);
+    CREATE TABLE incident_signals (
+        incident_id  TEXT NOT NULL,
+        signal_id    TEXT NOT NULL,
+        PRIMARY KEY (incident_id, signal_id)
+    );
+
+    -- The advisory feed. seq orders the feed agents follow; a withdrawal moves the
+    -- advisory to a new seq so that agents hear of it.
+    CREATE TABLE advisories (
+        id               TEXT PRIMARY KEY,
+        seq              BIGINT NOT NULL UNIQUE,
+        indicator_type   TEXT NOT NULL,
+        indicator_value  TEXT NOT NULL,
+        severity         SMALLINT NOT NULL,
+        description      TEXT NOT NULL,
+        published_at     BIGINT NOT NULL,
+        published_by     TEXT NOT NULL,
+        expires_at       BIGINT NOT NULL,
+        withdrawn_at     BIGINT,
+        campaign_id      TEXT
+    );
+    CREATE INDEX advisories_by_value ON advisories (indicator_value);
+
+    -- People and scripts of the HTTP API. Only a hash of each token is kept.
+    CREATE TABLE api_users (
+        name        TEXT PRIMARY KEY,
+        role        TEXT NOT NULL,
+        org         TEXT REFERENCES orgs(id),
+        token_hash  TEXT NOT NULL UNIQUE,
+        created_at  BIGINT NOT NULL,
+        revoked_at  BIGINT
+    );
+    ",
+    ),
 ];
 
 /// The newest schema this build knows.

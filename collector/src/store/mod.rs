@@ -4,13 +4,17 @@
 //! functions in the statements the backends share) and nothing outside this module knows
 //! which engine is underneath.
 
+mod correlation;
 mod migrations;
+mod queries;
 mod sqlite;
 
+pub use queries::{Cursor, MAX_PAGE, Page};
 pub use sqlite::SqliteStore;
 
-use vedetta_common::protocol::{Ack, Batch, Heartbeat};
-use vedetta_common::{Severity, Signal, Timestamp};
+use crate::correlate::{Campaign, Event, Incident, Status};
+use vedetta_common::protocol::{Ack, Advisory, Batch, Heartbeat};
+use vedetta_common::{Indicator, Severity, Signal, Timestamp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -38,6 +42,8 @@ pub struct Org {
     pub id: String,
     pub name: String,
     pub created_at: Timestamp,
+    /// The member's own addresses and networks: never correlated as an attacker's.
+    pub addresses: Vec<String>,
 }
 
 /// An enrolled agent as the collector knows it.
@@ -119,7 +125,8 @@ pub struct StoredSignal {
     pub signal: Signal,
 }
 
-/// Which signals a query wants. Empty fields do not filter.
+/// Which signals a query wants. Empty fields do not filter. Pages come newest first
+/// (by event time) and continue after `cursor`.
 #[derive(Debug, Clone, Default)]
 pub struct SignalFilter {
     pub org: Option<String>,
@@ -128,7 +135,149 @@ pub struct SignalFilter {
     pub min_severity: Option<Severity>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
+    /// Signals carrying this indicator value (any type).
+    pub indicator: Option<String>,
+    pub cursor: Option<Cursor>,
+    /// At most this many (0: 1000).
     pub limit: usize,
+}
+
+/// Which campaigns a query wants; newest opened first.
+#[derive(Debug, Clone, Default)]
+pub struct CampaignFilter {
+    pub status: Option<Status>,
+    /// Campaigns this organisation takes part in.
+    pub org: Option<String>,
+    pub min_severity: Option<Severity>,
+    pub indicator: Option<String>,
+    /// Opened at or after (collector time).
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub cursor: Option<Cursor>,
+    pub limit: usize,
+}
+
+/// Which incidents a query wants; newest opened first.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    pub status: Option<Status>,
+    pub org: Option<String>,
+    pub min_severity: Option<Severity>,
+    pub cursor: Option<Cursor>,
+    pub limit: usize,
+}
+
+/// What the collector knows of one indicator value: who saw it, when, doing what.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct IndicatorReport {
+    pub value: String,
+    pub organisations: Vec<IndicatorOrg>,
+    pub signals: u64,
+    /// Counted over the newest signals only (see `signals`): a very common value is
+    /// summarised, not scanned whole.
+    pub truncated: bool,
+    pub first_seen: Option<Timestamp>,
+    pub last_seen: Option<Timestamp>,
+    pub campaigns: Vec<Campaign>,
+    pub advisories: Vec<AdvisoryRecord>,
+    pub recent: Vec<StoredSignal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IndicatorOrg {
+    pub org: String,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub signals: u64,
+    pub kinds: Vec<String>,
+}
+
+/// An advisory as analysts see it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AdvisoryRecord {
+    pub id: String,
+    pub seq: u64,
+    pub indicator: Indicator,
+    pub severity: Severity,
+    pub description: String,
+    pub published_at: Timestamp,
+    pub published_by: String,
+    pub expires_at: Timestamp,
+    pub withdrawn_at: Option<Timestamp>,
+    pub campaign_id: Option<String>,
+}
+
+impl AdvisoryRecord {
+    /// The advisory as it travels to agents.
+    pub fn to_wire(&self) -> Advisory {
+        Advisory {
+            seq: self.seq,
+            id: self.id.clone(),
+            indicator: self.indicator.clone(),
+            severity: self.severity,
+            description: self.description.clone(),
+            published_at: self.published_at,
+            expires_at: self.expires_at,
+            withdrawn: self.withdrawn_at.is_some(),
+        }
+    }
+}
+
+/// A new advisory from an analyst.
+#[derive(Debug, Clone)]
+pub struct NewAdvisory {
+    pub indicator: Indicator,
+    pub severity: Severity,
+    pub description: String,
+    pub expires_at: Timestamp,
+    pub published_by: String,
+}
+
+/// Roles of the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Analyst,
+    Auditor,
+    /// Sees only its own organisation's signals, and the advisories.
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Analyst => "analyst",
+            Self::Auditor => "auditor",
+            Self::Member => "member",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Admin, Self::Analyst, Self::Auditor, Self::Member]
+            .into_iter()
+            .find(|role| role.as_str() == text)
+    }
+}
+
+/// A person or script of the HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApiUser {
+    pub name: String,
+    pub role: Role,
+    pub org: Option<String>,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// What one group commit did.
+#[derive(Debug, Default)]
+pub struct IngestOutcome {
+    /// One per batch, in order.
+    pub acks: Vec<Ack>,
+    /// Campaigns and incidents opened or grown.
+    pub events: Vec<Event>,
 }
 
 /// Everything the collector keeps. Implementations are used from one thread at a time
@@ -136,6 +285,8 @@ pub struct SignalFilter {
 pub trait Store: Send {
     fn add_org(&mut self, id: &str, name: &str, now: Timestamp) -> Result<(), StoreError>;
     fn orgs(&mut self) -> Result<Vec<Org>, StoreError>;
+    /// Declares the organisation's own addresses and networks (replacing the old list).
+    fn set_org_addresses(&mut self, id: &str, addresses: &[String]) -> Result<(), StoreError>;
 
     /// Keeps the hash of a new one-time enrollment token.
     fn create_enrollment_token(
@@ -175,8 +326,48 @@ pub trait Store: Send {
     /// of order, and an agent whose spool was recreated starts its numbering again, so
     /// "sequence already seen" would drop new signals. A resent batch carries the same
     /// ids and is recognised just as well; `last_batch_seq` is kept for operators.
-    fn ingest(&mut self, batches: &[IngestBatch]) -> Result<Vec<Ack>, StoreError>;
+    ///
+    /// With a correlator set, each new signal is correlated in the same transaction:
+    /// campaigns and incidents are committed with the signals that made them.
+    fn ingest(&mut self, batches: &[IngestBatch]) -> Result<IngestOutcome, StoreError>;
 
-    fn signals(&mut self, filter: &SignalFilter) -> Result<Vec<StoredSignal>, StoreError>;
+    /// A page of signals, newest first.
+    fn signals(&mut self, filter: &SignalFilter) -> Result<Page<StoredSignal>, StoreError>;
     fn count_signals(&mut self) -> Result<u64, StoreError>;
+
+    /// Closes campaigns and incidents quiet for the correlator's quiet period.
+    fn close_quiet(&mut self, now: Timestamp) -> Result<Vec<Event>, StoreError>;
+    fn campaigns(&mut self, filter: &CampaignFilter) -> Result<Page<Campaign>, StoreError>;
+    fn campaign(&mut self, id: &str) -> Result<Option<Campaign>, StoreError>;
+    /// The signals of a campaign, newest first, at most `limit`.
+    fn campaign_signals(&mut self, id: &str, limit: usize)
+    -> Result<Vec<StoredSignal>, StoreError>;
+    fn incidents(&mut self, filter: &IncidentFilter) -> Result<Page<Incident>, StoreError>;
+    fn indicator(&mut self, value: &str) -> Result<IndicatorReport, StoreError>;
+
+    /// Adds an advisory at the end of the feed.
+    fn publish_advisory(
+        &mut self,
+        advisory: &NewAdvisory,
+        now: Timestamp,
+    ) -> Result<AdvisoryRecord, StoreError>;
+    /// The end of the advisory feed (0 when empty).
+    fn max_advisory_seq(&mut self) -> Result<u64, StoreError>;
+    /// Withdraws an advisory (it moves to the end of the feed so agents hear of it).
+    fn withdraw_advisory(&mut self, id: &str, now: Timestamp) -> Result<bool, StoreError>;
+    /// Advisories in feed order after `after_seq`, at most `limit`. Expired ones are
+    /// left out unless `include_expired`.
+    fn advisories(
+        &mut self,
+        after_seq: u64,
+        now: Timestamp,
+        include_expired: bool,
+        limit: usize,
+    ) -> Result<Vec<AdvisoryRecord>, StoreError>;
+
+    fn add_user(&mut self, user: &ApiUser, token_hash: &str) -> Result<(), StoreError>;
+    /// The user a token belongs to, if the token is known and not revoked.
+    fn user_by_token(&mut self, token_hash: &str) -> Result<Option<ApiUser>, StoreError>;
+    fn users(&mut self) -> Result<Vec<ApiUser>, StoreError>;
+    fn revoke_user(&mut self, name: &str, now: Timestamp) -> Result<bool, StoreError>;
 }

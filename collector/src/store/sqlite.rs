@@ -4,18 +4,25 @@
 //! which puts many batches in one transaction, not from weaker durability.
 
 use super::migrations::{MIGRATIONS, latest};
+use super::queries;
 use super::{
-    AgentRecord, IngestBatch, Org, SignalFilter, Store, StoreError, StoredSignal, TokenRefusal,
+    AdvisoryRecord, AgentRecord, ApiUser, CampaignFilter, IncidentFilter, IndicatorReport,
+    IngestBatch, IngestOutcome, NewAdvisory, Org, Page, SignalFilter, Store, StoreError,
+    StoredSignal, TokenRefusal,
 };
+use crate::correlate::{Campaign, Correlator, Event, Incident};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+use vedetta_common::Timestamp;
 use vedetta_common::protocol::{Ack, Heartbeat};
-use vedetta_common::{Signal, Timestamp};
 
 #[derive(Debug)]
 pub struct SqliteStore {
-    connection: Connection,
+    pub(super) connection: Connection,
+    /// Set on the connection that ingests: new signals are correlated as they commit.
+    pub(super) correlator: Option<Arc<Correlator>>,
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -36,9 +43,21 @@ impl SqliteStore {
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
-        let mut store = Self { connection };
+        let mut store = Self {
+            connection,
+            correlator: None,
+        };
         store.migrate(path)?;
         Ok(store)
+    }
+
+    /// Correlates every signal this connection ingests from now on.
+    pub fn set_correlator(&mut self, correlator: Arc<Correlator>) {
+        self.correlator = Some(correlator);
+    }
+
+    pub fn correlator(&self) -> Option<&Arc<Correlator>> {
+        self.correlator.as_ref()
     }
 
     fn migrate(&mut self, path: &Path) -> Result<(), StoreError> {
@@ -122,17 +141,31 @@ impl Store for SqliteStore {
     fn orgs(&mut self) -> Result<Vec<Org>, StoreError> {
         let mut statement = self
             .connection
-            .prepare("SELECT id, name, created_at FROM orgs ORDER BY id")?;
+            .prepare("SELECT id, name, created_at, addresses FROM orgs ORDER BY id")?;
         let orgs = statement
             .query_map([], |row| {
                 Ok(Org {
                     id: row.get(0)?,
                     name: row.get(1)?,
                     created_at: Timestamp(row.get(2)?),
+                    addresses: serde_json::from_str(&row.get::<_, String>(3)?).unwrap_or_default(),
                 })
             })?
             .collect::<Result<_, _>>()?;
         Ok(orgs)
+    }
+
+    fn set_org_addresses(&mut self, id: &str, addresses: &[String]) -> Result<(), StoreError> {
+        let json = serde_json::to_string(addresses)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let updated = self.connection.execute(
+            "UPDATE orgs SET addresses = ?1 WHERE id = ?2",
+            params![json, id],
+        )?;
+        if updated == 0 {
+            return Err(StoreError::NotFound(format!("org {id}")));
+        }
+        Ok(())
     }
 
     fn create_enrollment_token(
@@ -273,11 +306,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn ingest(&mut self, batches: &[IngestBatch]) -> Result<Vec<Ack>, StoreError> {
+    fn ingest(&mut self, batches: &[IngestBatch]) -> Result<IngestOutcome, StoreError> {
+        let correlator = self.correlator.clone();
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut acks = Vec::with_capacity(batches.len());
+        let mut events = Vec::new();
         {
             let mut insert = transaction.prepare_cached(
                 "INSERT INTO signals (id, org, agent_id, kind, severity, first_seen, last_seen, count, received_at, body)
@@ -318,6 +353,16 @@ impl Store for SqliteStore {
                     ])?;
                     if inserted == 1 {
                         ack.accepted += 1;
+                        super::correlation::on_signal(
+                            &transaction,
+                            correlator.as_deref(),
+                            item.received_at,
+                            &item.org,
+                            &item.agent_id,
+                            id,
+                            signal,
+                            &mut events,
+                        )?;
                     } else {
                         // A resend by the same agent is a duplicate; an id that another
                         // agent already used is refused, so that no agent can shadow
@@ -339,63 +384,7 @@ impl Store for SqliteStore {
             }
         }
         transaction.commit()?;
-        Ok(acks)
-    }
-
-    fn signals(&mut self, filter: &SignalFilter) -> Result<Vec<StoredSignal>, StoreError> {
-        let mut sql =
-            String::from("SELECT org, agent_id, received_at, body FROM signals WHERE 1 = 1");
-        let mut values: Vec<rusqlite::types::Value> = Vec::new();
-        let mut condition = |clause: &str, value: rusqlite::types::Value| {
-            values.push(value);
-            sql.push_str(&format!(" AND {clause} ?{}", values.len()));
-        };
-        if let Some(org) = &filter.org {
-            condition("org =", org.clone().into());
-        }
-        if let Some(agent) = &filter.agent_id {
-            condition("agent_id =", agent.clone().into());
-        }
-        if let Some(kind) = &filter.kind {
-            condition("kind =", kind.clone().into());
-        }
-        if let Some(severity) = filter.min_severity {
-            condition("severity >=", i64::from(severity.rank()).into());
-        }
-        if let Some(since) = filter.since {
-            condition("last_seen >=", since.0.into());
-        }
-        if let Some(until) = filter.until {
-            condition("last_seen <", until.0.into());
-        }
-        let limit = if filter.limit == 0 {
-            1000
-        } else {
-            filter.limit
-        };
-        sql.push_str(&format!(" ORDER BY last_seen, id LIMIT {limit}"));
-        let mut statement = self.connection.prepare(&sql)?;
-        let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, i64>(2)?,
-                row.get::<_, String>(3)?,
-            ))
-        })?;
-        let mut signals = Vec::new();
-        for row in rows {
-            let (org, agent_id, received_at, body) = row?;
-            let signal: Signal = serde_json::from_str(&body)
-                .map_err(|error| StoreError::Corrupt(format!("signal body: {error}")))?;
-            signals.push(StoredSignal {
-                org,
-                agent_id,
-                received_at: Timestamp(received_at),
-                signal,
-            });
-        }
-        Ok(signals)
+        Ok(IngestOutcome { acks, events })
     }
 
     fn count_signals(&mut self) -> Result<u64, StoreError> {
@@ -404,11 +393,99 @@ impl Store for SqliteStore {
             .query_row("SELECT COUNT(*) FROM signals", [], |row| row.get(0))?;
         Ok(from_i64(count))
     }
+
+    fn signals(&mut self, filter: &SignalFilter) -> Result<Page<StoredSignal>, StoreError> {
+        queries::signals(&self.connection, filter)
+    }
+
+    fn close_quiet(&mut self, now: Timestamp) -> Result<Vec<Event>, StoreError> {
+        let Some(correlator) = self.correlator.clone() else {
+            return Ok(Vec::new());
+        };
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let events = super::correlation::close_quiet(&transaction, &correlator, now)?;
+        transaction.commit()?;
+        Ok(events)
+    }
+
+    fn campaigns(&mut self, filter: &CampaignFilter) -> Result<Page<Campaign>, StoreError> {
+        queries::campaigns(&self.connection, filter)
+    }
+
+    fn campaign(&mut self, id: &str) -> Result<Option<Campaign>, StoreError> {
+        queries::campaign(&self.connection, id)
+    }
+
+    fn campaign_signals(
+        &mut self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredSignal>, StoreError> {
+        queries::campaign_signals(&self.connection, id, limit)
+    }
+
+    fn incidents(&mut self, filter: &IncidentFilter) -> Result<Page<Incident>, StoreError> {
+        queries::incidents(&self.connection, filter)
+    }
+
+    fn indicator(&mut self, value: &str) -> Result<IndicatorReport, StoreError> {
+        queries::indicator(&self.connection, value)
+    }
+
+    fn publish_advisory(
+        &mut self,
+        advisory: &NewAdvisory,
+        now: Timestamp,
+    ) -> Result<AdvisoryRecord, StoreError> {
+        queries::publish_advisory(&mut self.connection, advisory, now)
+    }
+
+    fn max_advisory_seq(&mut self) -> Result<u64, StoreError> {
+        let seq: i64 = self.connection.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM advisories",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(from_i64(seq))
+    }
+
+    fn withdraw_advisory(&mut self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
+        queries::withdraw_advisory(&mut self.connection, id, now)
+    }
+
+    fn advisories(
+        &mut self,
+        after_seq: u64,
+        now: Timestamp,
+        include_expired: bool,
+        limit: usize,
+    ) -> Result<Vec<AdvisoryRecord>, StoreError> {
+        queries::advisories(&self.connection, after_seq, now, include_expired, limit)
+    }
+
+    fn add_user(&mut self, user: &ApiUser, token_hash: &str) -> Result<(), StoreError> {
+        queries::add_user(&self.connection, user, token_hash)
+    }
+
+    fn user_by_token(&mut self, token_hash: &str) -> Result<Option<ApiUser>, StoreError> {
+        queries::user_by_token(&self.connection, token_hash)
+    }
+
+    fn users(&mut self) -> Result<Vec<ApiUser>, StoreError> {
+        queries::users(&self.connection)
+    }
+
+    fn revoke_user(&mut self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
+        queries::revoke_user(&self.connection, name, now)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::SignalFilter;
     use vedetta_common::protocol::Batch;
     use vedetta_common::{Severity, Signal};
 
@@ -491,7 +568,8 @@ mod tests {
                 batch(1, signals[..6].to_vec()),
                 batch(2, [signals[4..].to_vec(), vec![invalid]].concat()),
             ])
-            .expect("ingest");
+            .expect("ingest")
+            .acks;
         assert_eq!((acks[0].accepted, acks[0].duplicates), (6, 0));
         assert_eq!(
             (acks[1].accepted, acks[1].duplicates, acks[1].rejected),
@@ -503,9 +581,11 @@ mod tests {
                 org: Some("acme".into()),
                 ..SignalFilter::default()
             })
-            .expect("query");
+            .expect("query")
+            .items;
         assert_eq!(stored.len(), 10);
-        assert_eq!(stored[0].signal, signals[0]);
+        // Newest first.
+        assert_eq!(stored[0].signal, signals[9]);
     }
 
     #[test]
@@ -550,5 +630,153 @@ mod tests {
             SqliteStore::open(&path),
             Err(StoreError::SchemaTooNew { .. })
         ));
+    }
+
+    fn correlating_store(path: &Path) -> SqliteStore {
+        let mut store = SqliteStore::open(path).expect("open");
+        store.set_correlator(Arc::new(
+            Correlator::new(crate::correlate::CorrelationConfig::default()).expect("config"),
+        ));
+        store
+    }
+
+    fn attack(org: &str, kind: &str, address: &str, minute: i64) -> IngestBatch {
+        let at = Timestamp(1_800_000_000_000_000_000 + minute * 60_000_000_000);
+        IngestBatch {
+            org: org.into(),
+            agent_id: format!("{org}-agent"),
+            received_at: at,
+            batch: Batch {
+                seq: 1,
+                signals: vec![
+                    Signal::new(kind, Severity::High, at)
+                        .with_indicator(vedetta_common::IndicatorType::Ip, address),
+                ],
+            },
+        }
+    }
+
+    #[test]
+    fn campaigns_form_across_organisations_survive_reopening_and_close_when_quiet() {
+        use crate::correlate::{Event, Status};
+        use crate::store::{CampaignFilter, IncidentFilter};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vedetta.db");
+        let mut store = correlating_store(&path);
+        let first = store
+            .ingest(&[
+                attack("bank", "ssh_bruteforce", "203.0.113.7", 0),
+                attack("bank", "ssh_bruteforce", "198.51.100.1", 0),
+                attack("city", "port_scan", "10.0.0.5", 1),
+            ])
+            .expect("ingest");
+        assert!(first.events.is_empty(), "{:?}", first.events);
+        let second = store
+            .ingest(&[attack("city", "web_scan", "203.0.113.7", 2)])
+            .expect("ingest");
+        let Some(Event::CampaignOpened { campaign }) = second.events.first() else {
+            panic!("no campaign: {:?}", second.events);
+        };
+        assert_eq!(campaign.org_names(), ["bank", "city"]);
+        assert_eq!(campaign.signals, 2);
+        let id = campaign.id.clone();
+        drop(store);
+
+        // A restart: the state is in the file.
+        let mut store = correlating_store(&path);
+        let third = store
+            .ingest(&[attack("hospital", "ssh_bruteforce", "203.0.113.7", 3)])
+            .expect("ingest");
+        assert!(
+            matches!(third.events.as_slice(), [Event::CampaignGrew { campaign }] if campaign.id == id)
+        );
+        let campaign = store.campaign(&id).expect("read").expect("stored");
+        assert_eq!(campaign.org_names(), ["bank", "city", "hospital"]);
+        assert_eq!(campaign.severity, Severity::Critical);
+        assert_eq!(store.campaign_signals(&id, 100).expect("signals").len(), 3);
+        let open = store
+            .campaigns(&CampaignFilter {
+                status: Some(Status::Open),
+                org: Some("hospital".into()),
+                ..CampaignFilter::default()
+            })
+            .expect("campaigns");
+        assert_eq!(open.items.len(), 1);
+        let report = store.indicator("203.0.113.7").expect("indicator");
+        assert_eq!(report.organisations.len(), 3);
+        assert_eq!(report.campaigns.len(), 1);
+
+        // A chain inside one organisation: scan then brute force from one address.
+        let chain = store
+            .ingest(&[
+                attack("city", "port_scan", "192.0.2.50", 10),
+                attack("city", "ssh_bruteforce", "192.0.2.50", 11),
+            ])
+            .expect("ingest");
+        assert!(
+            chain
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::IncidentOpened { incident } if incident.org == "city")),
+            "{:?}",
+            chain.events
+        );
+        assert_eq!(
+            store
+                .incidents(&IncidentFilter::default())
+                .expect("incidents")
+                .items
+                .len(),
+            1
+        );
+
+        // Two days without news.
+        let later = Timestamp(1_800_000_000_000_000_000 + 49 * 3_600_000_000_000);
+        let closed = store.close_quiet(later).expect("close");
+        assert_eq!(closed.len(), 2, "{closed:?}");
+        assert_eq!(
+            store.campaign(&id).expect("read").expect("kept").status,
+            Status::Closed
+        );
+        assert!(store.close_quiet(later).expect("again").is_empty());
+    }
+
+    #[test]
+    fn pages_continue_exactly_after_their_cursor() {
+        let (_dir, mut store) = store();
+        let signals: Vec<Signal> = (0..25)
+            .map(|i| Signal::new("port_scan", Severity::Low, Timestamp(i / 2)))
+            .collect();
+        store
+            .ingest(&[IngestBatch {
+                org: "acme".into(),
+                agent_id: "a1".into(),
+                received_at: Timestamp(5),
+                batch: Batch {
+                    seq: 1,
+                    signals: signals.clone(),
+                },
+            }])
+            .expect("ingest");
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .signals(&SignalFilter {
+                    limit: 10,
+                    cursor: cursor.clone(),
+                    ..SignalFilter::default()
+                })
+                .expect("page");
+            seen.extend(page.items.iter().map(|s| s.signal.id));
+            match page.next_cursor {
+                Some(next) => cursor = Some(crate::store::Cursor::decode(&next).expect("cursor")),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 25);
+        let distinct: std::collections::HashSet<_> = seen.iter().collect();
+        assert_eq!(distinct.len(), 25);
+        assert!(crate::store::Cursor::decode("not a cursor").is_err());
     }
 }
