@@ -94,6 +94,14 @@ pub struct ChainRule {
     /// Steps (in order) needed to raise the incident.
     #[serde(default = "default_min_steps")]
     pub min_steps: usize,
+    /// The incident's severity once the last step is reached (a login after brute
+    /// force is a compromise; an exploit attempt after a scan is not yet one).
+    #[serde(default = "default_completed_severity")]
+    pub completed_severity: Severity,
+}
+
+fn default_completed_severity() -> Severity {
+    Severity::Critical
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,14 +158,25 @@ fn default_chains() -> Vec<ChainRule> {
     let step = |kinds: &[&str]| kinds.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>();
     vec![
         ChainRule {
-            name: "intrusion".into(),
+            name: "ssh_intrusion".into(),
             key: ChainKey::Source,
             steps: vec![
                 step(&["port_scan"]),
-                step(&["ssh_bruteforce", "web_scan"]),
-                step(&["ssh_login_after_failures", "web_exploit_attempt"]),
+                step(&["ssh_bruteforce"]),
+                step(&["ssh_login_after_failures"]),
             ],
             min_steps: 2,
+            completed_severity: Severity::Critical,
+        },
+        ChainRule {
+            name: "web_attack".into(),
+            key: ChainKey::Source,
+            steps: vec![
+                step(&["port_scan", "web_scan"]),
+                step(&["web_exploit_attempt"]),
+            ],
+            min_steps: 2,
+            completed_severity: Severity::High,
         },
         ChainRule {
             name: "web_compromise".into(),
@@ -167,6 +186,7 @@ fn default_chains() -> Vec<ChainRule> {
                 step(&["webshell_suspected"]),
             ],
             min_steps: 2,
+            completed_severity: Severity::Critical,
         },
     ]
 }
@@ -732,8 +752,7 @@ impl Correlator {
         now: Timestamp,
         id: impl FnOnce() -> String,
         rule: &ChainRule,
-        org: &str,
-        key: &str,
+        (org, key): (&str, &str),
         history: &[StepSignal],
         open: Option<Incident>,
     ) -> Option<(Incident, Option<Event>)> {
@@ -750,11 +769,12 @@ impl Correlator {
             .map(|s| s.severity)
             .max()
             .unwrap_or(Severity::Medium);
-        // A completed chain is a compromise; an attempt that progressed is at least high.
+        // A completed chain takes the rule's severity; one that progressed is at least
+        // as bad as its worst signal, and never below medium.
         let severity = if completed {
-            Severity::Critical
+            rule.completed_severity.max(worst)
         } else {
-            worst.max(Severity::High)
+            worst.max(Severity::Medium)
         };
         let first_seen = history.iter().map(|s| s.first_seen).min().unwrap_or(now);
         let last_seen = history.iter().map(|s| s.last_seen).max().unwrap_or(now);
@@ -812,18 +832,21 @@ pub struct StepSignal {
     pub last_seen: Timestamp,
 }
 
+/// Steps of a chain, in order: `(step index, kind)`.
+pub type Run<'a> = Vec<(usize, &'a str)>;
+
 /// The longest run of the chain's steps, in order, that the signals show: step `i + 1`
 /// counts after step `i` if it was seen (last) no earlier than step `i` began. Returns
 /// `(step index, kind)` for each step of the run.
-pub fn chain_path<'a>(rule: &ChainRule, history: &'a [StepSignal]) -> Vec<(usize, &'a str)> {
+pub fn chain_path<'a>(rule: &ChainRule, history: &'a [StepSignal]) -> Run<'a> {
     // best[i]: the longest run ending with step i, and the time that step began.
-    let mut best: Vec<Option<(Vec<(usize, &'a str)>, Timestamp)>> = vec![None; rule.steps.len()];
+    let mut best: Vec<Option<(Run<'a>, Timestamp)>> = vec![None; rule.steps.len()];
     for (index, step) in rule.steps.iter().enumerate() {
         let seen: Vec<&StepSignal> = history.iter().filter(|s| step.contains(&s.kind)).collect();
         let Some(earliest) = seen.iter().min_by_key(|s| s.first_seen) else {
             continue;
         };
-        let mut run: Vec<(usize, &'a str)> = Vec::new();
+        let mut run: Run<'a> = Vec::new();
         let mut start = earliest.first_seen;
         for previous in best.iter().take(index).flatten() {
             let (path, began) = previous;
@@ -1082,8 +1105,7 @@ mod tests {
                 at(2),
                 || "i1".into(),
                 &intrusion,
-                "bank",
-                "203.0.113.7",
+                ("bank", "203.0.113.7"),
                 &history,
                 None,
             )
@@ -1091,7 +1113,7 @@ mod tests {
         assert!(matches!(event, Some(Event::IncidentOpened { .. })));
         assert_eq!(incident.steps, ["port_scan", "ssh_bruteforce"]);
         assert!(!incident.completed);
-        assert_eq!(incident.severity, Severity::High);
+        assert_eq!(incident.severity, Severity::Medium);
         let history = [
             step("port_scan", 0, 1),
             step("ssh_bruteforce", 1, 2),
@@ -1102,8 +1124,7 @@ mod tests {
                 at(3),
                 || unreachable!(),
                 &intrusion,
-                "bank",
-                "203.0.113.7",
+                ("bank", "203.0.113.7"),
                 &history,
                 Some(incident),
             )
@@ -1139,6 +1160,7 @@ mod tests {
                     key: ChainKey::Host,
                     steps: vec![vec!["a".into()]],
                     min_steps: 2,
+                    completed_severity: Severity::High,
                 }],
                 ..CorrelationConfig::default()
             },

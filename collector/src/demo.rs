@@ -17,15 +17,15 @@ use crate::pki::{self, PkiPaths};
 use crate::server::{self, database_path};
 use crate::store::{SignalFilter, SqliteStore, Store};
 use anyhow::Context as _;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use vedetta_agent::config::AgentConfig;
 use vedetta_agent::detect::files as file_rules;
 use vedetta_agent::sources::files::FileSource;
 use vedetta_agent::state::StatePaths;
+use vedetta_common::Timestamp;
 use vedetta_common::files::create_private_dir;
-use vedetta_common::{IndicatorType, Timestamp};
 
 const MARKER: &str = ".vedetta-demo";
 const ORGS: [(&str, &str); 3] = [
@@ -302,6 +302,28 @@ pub fn run(data_dir: Option<PathBuf>, exit_when_done: bool) -> anyhow::Result<()
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         print_picture(&mut reader)?;
+        // An analyst's token, to look around with the API and `query`.
+        let token = crate::api::auth::new_token()
+            .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+        store.add_user(
+            &crate::store::ApiUser {
+                name: "demo-analyst".into(),
+                role: crate::store::Role::Analyst,
+                org: None,
+                created_at: Timestamp::now(),
+                revoked_at: None,
+            },
+            &crate::api::auth::token_hash(&token),
+        )?;
+        let token_file = dir.join("analyst.token");
+        vedetta_common::files::write_private(&token_file, token.as_bytes())?;
+        println!(
+            "\nAsk the API as an analyst (token in {}):\n  vedetta-collector query campaigns --url https://localhost:{} --ca {} --token-file {}",
+            token_file.display(),
+            collector.http_addr.port(),
+            collector_dir.join("ca.crt").display(),
+            token_file.display()
+        );
 
         if exit_when_done {
             println!("demo complete; stopping");
@@ -346,28 +368,45 @@ fn print_picture(store: &mut SqliteStore) -> anyhow::Result<()> {
             stored.org, stored.signal.kind, stored.signal.severity, stored.signal.count
         );
     }
-    let mut orgs_by_indicator: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
-    for stored in &signals {
-        for indicator in stored
-            .signal
-            .indicators
-            .iter()
-            .filter(|i| matches!(i.kind, IndicatorType::Ip | IndicatorType::Sha256))
-        {
-            orgs_by_indicator
-                .entry((indicator.kind.as_str(), &indicator.value))
-                .or_default()
-                .insert(&stored.org);
-        }
-    }
-    println!("\nIndicators seen by more than one organisation:");
-    for ((kind, value), orgs) in orgs_by_indicator.iter().filter(|(_, orgs)| orgs.len() > 1) {
-        let orgs: Vec<&str> = orgs.iter().copied().collect();
+    // The correlator's view: campaigns across organisations, incidents inside one.
+    let campaigns = store
+        .campaigns(&crate::store::CampaignFilter::default())?
+        .items;
+    println!("\nCampaigns correlated across organisations:");
+    for campaign in campaigns.iter().rev() {
+        let orgs = campaign.org_names();
         println!(
-            "  {kind} {value} — {} organisations: {}",
+            "  {} {} — {} organisations: {} (campaign {}, {}, score {}; {})",
+            campaign.indicator.kind.as_str(),
+            campaign.indicator.value,
             orgs.len(),
-            orgs.join(", ")
+            orgs.join(", "),
+            campaign.id,
+            campaign.severity,
+            campaign.score,
+            campaign
+                .kinds
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
+    }
+    let incidents = store
+        .incidents(&crate::store::IncidentFilter::default())?
+        .items;
+    if !incidents.is_empty() {
+        println!("\nIncidents (a chain of steps inside one organisation):");
+        for incident in incidents.iter().rev() {
+            println!(
+                "  {:<18} {} from {}: {} ({})",
+                incident.org,
+                incident.chain,
+                incident.key,
+                incident.steps.join(" → "),
+                incident.severity
+            );
+        }
     }
     Ok(())
 }

@@ -16,18 +16,18 @@ use std::time::Duration;
 #[derive(Debug, Args)]
 pub struct Connection {
     /// The collector's API, e.g. https://127.0.0.1:8443.
-    #[arg(long, env = "VEDETTA_URL")]
-    pub url: String,
+    #[arg(long, env = "VEDETTA_URL", global = true)]
+    pub url: Option<String>,
     /// API token (prefer --token-file or VEDETTA_TOKEN: arguments are visible to others).
-    #[arg(long, env = "VEDETTA_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "VEDETTA_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
     /// A file holding the API token.
-    #[arg(long, conflicts_with = "token")]
+    #[arg(long, conflicts_with = "token", global = true)]
     pub token_file: Option<PathBuf>,
     /// The collector's CA certificate (PEM): `ca.crt` in its data directory.
-    #[arg(long, env = "VEDETTA_CA")]
-    pub ca: PathBuf,
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, env = "VEDETTA_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t, global = true)]
     pub format: Format,
 }
 
@@ -150,10 +150,18 @@ impl Client {
                 .to_owned(),
             (None, None) => bail!("give --token, --token-file or VEDETTA_TOKEN"),
         };
-        let pem = std::fs::read(&connection.ca)
-            .with_context(|| format!("cannot read the CA {}", connection.ca.display()))?;
+        let url = connection
+            .url
+            .as_deref()
+            .context("give --url or VEDETTA_URL (e.g. https://127.0.0.1:8443)")?;
+        let ca_file = connection
+            .ca
+            .as_deref()
+            .context("give --ca or VEDETTA_CA: the collector's ca.crt")?;
+        let pem = std::fs::read(ca_file)
+            .with_context(|| format!("cannot read the CA {}", ca_file.display()))?;
         let ca = ureq::tls::Certificate::from_pem(&pem)
-            .with_context(|| format!("{} holds no PEM certificate", connection.ca.display()))?;
+            .with_context(|| format!("{} holds no PEM certificate", ca_file.display()))?;
         let tls = ureq::tls::TlsConfig::builder()
             .provider(ureq::tls::TlsProvider::Rustls)
             .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
@@ -167,7 +175,7 @@ impl Client {
             .new_agent();
         Ok(Self {
             agent,
-            base: connection.url.trim_end_matches('/').to_owned(),
+            base: url.trim_end_matches('/').to_owned(),
             token,
         })
     }

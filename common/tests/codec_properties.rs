@@ -154,10 +154,7 @@ fn message() -> impl Strategy<Value = Message> {
                 .map(|(seq, description, severity, withdrawn)| Advisory {
                     seq,
                     id: format!("ADV-{seq}"),
-                    indicator: vedetta_common::Indicator::new(
-                        vedetta_common::IndicatorType::Ip,
-                        "203.0.113.7"
-                    ),
+                    indicator: Indicator::new(IndicatorType::Ip, "203.0.113.7"),
                     severity,
                     description,
                     published_at: Timestamp(1),

@@ -160,7 +160,101 @@ pub struct Collector {
     pub data_dir: PathBuf,
     pub fingerprint: String,
     pub address: Option<SocketAddr>,
+    /// The HTTPS API, once started.
+    pub https: Option<SocketAddr>,
     pub process: Daemon,
+}
+
+/// An answer of the HTTPS API: status and JSON body (`Null` when empty).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+/// A client of the collector's HTTPS API that trusts only the collector's CA.
+#[derive(Debug)]
+pub struct Api {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Api {
+    pub fn new(https: SocketAddr, ca_pem: &[u8]) -> Self {
+        let ca = ureq::tls::Certificate::from_pem(ca_pem).expect("CA certificate");
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
+                ca,
+            ])))
+            .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .timeout_global(Some(DEADLINE))
+            .build()
+            .new_agent();
+        Self {
+            agent,
+            base: format!("https://localhost:{}", https.port()),
+        }
+    }
+
+    fn answer(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
+        let mut response = response.expect("HTTPS request");
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().expect("response body");
+        let body = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        Answer { status, body }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GET with an optional bearer token.
+    pub fn get(&self, path: &str, token: Option<&str>) -> Answer {
+        let mut request = self.agent.get(self.url(path));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        Self::answer(request.call())
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>, body: &serde_json::Value) -> Answer {
+        let mut request = self.agent.post(self.url(path));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        Self::answer(request.send_json(body))
+    }
+
+    pub fn delete(&self, path: &str, token: Option<&str>) -> Answer {
+        let mut request = self.agent.delete(self.url(path));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        Self::answer(request.call())
+    }
+
+    /// Opens the live stream; the reader yields its lines as they come.
+    pub fn stream(&self, token: &str) -> impl BufRead + use<> {
+        let response = self
+            .agent
+            .get(self.url("/api/v1/stream"))
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .expect("stream");
+        assert_eq!(response.status().as_u16(), 200, "stream opened");
+        BufReader::new(response.into_body().into_reader())
+    }
 }
 
 impl Collector {
@@ -173,6 +267,8 @@ impl Collector {
                 .args([
                     "init",
                     "--listen",
+                    "127.0.0.1:0",
+                    "--http",
                     "127.0.0.1:0",
                     "--format",
                     "json",
@@ -192,8 +288,24 @@ impl Collector {
             data_dir,
             fingerprint,
             address: None,
+            https: None,
             process,
         }
+    }
+
+    /// A client of this collector's API (started).
+    pub fn api(&self) -> Api {
+        let ca = std::fs::read(self.data_dir.join("ca.crt")).expect("ca.crt");
+        Api::new(self.https.expect("collector started"), &ca)
+    }
+
+    /// `user add`: returns the new user's token.
+    pub fn user(&self, name: &str, role: &str, org: Option<&str>) -> String {
+        let mut args = vec!["user", "add", name, "--role", role];
+        if let Some(org) = org {
+            args.extend(["--org", org]);
+        }
+        self.cli(&args).expect("user add")
     }
 
     /// Runs an admin command against the data directory.
@@ -223,6 +335,9 @@ impl Collector {
         if let Some(address) = self.address {
             command.arg("--listen").arg(address.to_string());
         }
+        if let Some(address) = self.https {
+            command.arg("--http").arg(address.to_string());
+        }
         let child = self.process.spawn(command.stdout(Stdio::piped()));
         let stdout = child.stdout.take().expect("stdout");
         let (sender, receiver) = mpsc::channel();
@@ -246,6 +361,13 @@ impl Collector {
                 .expect("quic")
                 .parse()
                 .expect("address"),
+        );
+        self.https = Some(
+            ready["https"]
+                .as_str()
+                .expect("https")
+                .parse()
+                .expect("https address"),
         );
     }
 
@@ -279,6 +401,11 @@ impl Collector {
                 ..SignalFilter::default()
             })
             .expect("query signals")
+            .items
+            .into_iter()
+            // Oldest first, as they happened.
+            .rev()
+            .collect()
     }
 }
 

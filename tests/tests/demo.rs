@@ -20,6 +20,11 @@ fn demo_runs_unattended_and_shows_what_three_organisations_share() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
+        stdout.contains("Campaigns correlated across organisations")
+            && stdout.contains("(campaign CMP-"),
+        "the correlator's campaigns are shown: {stdout}"
+    );
+    assert!(
         stdout.contains("ip 203.0.113.7 — 3 organisations"),
         "{stdout}"
     );

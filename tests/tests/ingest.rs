@@ -84,7 +84,14 @@ fn invalid_signals_are_refused_and_every_query_keeps_working() {
             ..SignalFilter::default()
         })
         .expect("every stored row reads back");
-    assert_eq!(stored.iter().filter(|s| s.signal.kind == KIND).count(), 3);
+    assert_eq!(
+        stored
+            .items
+            .iter()
+            .filter(|s| s.signal.kind == KIND)
+            .count(),
+        3
+    );
     collector.stop();
 }
 

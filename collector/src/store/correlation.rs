@@ -25,17 +25,28 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|error| corrupt("encoding", error))
 }
 
+/// A signal just inserted, with the identity the collector gave it.
+pub(super) struct NewSignal<'a> {
+    pub org: &'a str,
+    pub agent_id: &'a str,
+    pub id: &'a str,
+    pub signal: &'a Signal,
+}
+
 /// Records the indicators of a newly stored signal and correlates it. Returns the news.
 pub(super) fn on_signal(
     tx: &Transaction<'_>,
     correlator: Option<&Correlator>,
     now: Timestamp,
-    org: &str,
-    agent_id: &str,
-    signal_id: &str,
-    signal: &Signal,
+    stored: NewSignal<'_>,
     events: &mut Vec<Event>,
 ) -> Result<(), StoreError> {
+    let NewSignal {
+        org,
+        agent_id,
+        id: signal_id,
+        signal,
+    } = stored;
     let mut seen = BTreeSet::new();
     {
         let mut index = tx.prepare_cached(
@@ -140,7 +151,7 @@ pub(super) fn on_signal(
             .transpose()?;
         let steps: Vec<StepSignal> = history.iter().map(|(_, step)| step.clone()).collect();
         let Some((incident, event)) =
-            correlator.chain(now, || new_id("INC"), rule, org, &key, &steps, open)
+            correlator.chain(now, || new_id("INC"), rule, (org, &key), &steps, open)
         else {
             continue;
         };

@@ -485,9 +485,10 @@ pub fn advisories(
     )
 }
 
-fn user_row(
-    row: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(String, String, Option<String>, i64, Option<i64>)> {
+/// name, role, org, created_at, revoked_at.
+type UserRow = (String, String, Option<String>, i64, Option<i64>);
+
+fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
     Ok((
         row.get(0)?,
         row.get(1)?,
@@ -497,9 +498,7 @@ fn user_row(
     ))
 }
 
-fn decode_user(
-    (name, role, org, created, revoked): (String, String, Option<String>, i64, Option<i64>),
-) -> Result<ApiUser, StoreError> {
+fn decode_user((name, role, org, created, revoked): UserRow) -> Result<ApiUser, StoreError> {
     Ok(ApiUser {
         role: Role::parse(&role).ok_or_else(|| corrupt("user", format!("role {role:?}")))?,
         name,

@@ -357,10 +357,12 @@ impl Store for SqliteStore {
                             &transaction,
                             correlator.as_deref(),
                             item.received_at,
-                            &item.org,
-                            &item.agent_id,
-                            id,
-                            signal,
+                            super::correlation::NewSignal {
+                                org: &item.org,
+                                agent_id: &item.agent_id,
+                                id,
+                                signal,
+                            },
                             &mut events,
                         )?;
                     } else {
