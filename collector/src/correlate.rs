@@ -638,7 +638,13 @@ impl Correlator {
                 campaign.first_seen = campaign.first_seen.min(signal.first_seen);
                 campaign.last_seen = campaign.last_seen.max(signal.last_seen);
                 campaign.updated_at = now;
-                let worst = campaign.severity.max(signal.severity);
+                // From the signals, never from the campaign's severity: that one is
+                // already raised for breadth and would climb with every signal.
+                let worst = sightings
+                    .iter()
+                    .filter(|s| campaign.orgs.iter().any(|part| part.org == s.org))
+                    .map(|s| s.max_severity)
+                    .fold(signal.severity, Severity::max);
                 campaign.severity = campaign_severity(worst, campaign.orgs.len());
                 campaign.score = score(
                     campaign.orgs.len(),
@@ -1066,6 +1072,49 @@ mod tests {
         assert_eq!(campaign.severity, Severity::Critical);
         assert!(campaign.score > before);
         assert!(campaign.kinds.contains("web_exploit_attempt"));
+    }
+
+    #[test]
+    fn a_campaign_of_low_signals_at_three_organisations_is_raised_once_not_per_signal() {
+        let correlator = correlator();
+        let indicator = ip("203.0.113.7");
+        let low = |org: &str| OrgSighting {
+            max_severity: Severity::Low,
+            ..sighting(org, 0, 1, "port_scan")
+        };
+        let sightings = [low("bank"), low("city"), low("hospital")];
+        let quiet = |org| SignalView {
+            severity: Severity::Low,
+            ..view(org, "port_scan", 0)
+        };
+        let (mut campaign, _) = correlator
+            .observe(
+                at(0),
+                || "c1".into(),
+                &indicator,
+                quiet("hospital"),
+                &sightings,
+                None,
+            )
+            .expect("opened");
+        assert_eq!(campaign.severity, Severity::Medium);
+        for _ in 0..5 {
+            (campaign, _) = correlator
+                .observe(
+                    at(1),
+                    || unreachable!(),
+                    &indicator,
+                    quiet("bank"),
+                    &sightings,
+                    Some(campaign),
+                )
+                .expect("kept");
+        }
+        assert_eq!(
+            campaign.severity,
+            Severity::Medium,
+            "one step for breadth, once"
+        );
     }
 
     #[test]
