@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
+use vedetta_common::address::is_local_or_group;
 use vedetta_common::duration::serde_human;
 use vedetta_common::{Indicator, IndicatorType, Severity, Timestamp};
 
@@ -314,33 +315,6 @@ fn is_domain(text: &str) -> bool {
         })
 }
 
-/// Addresses that mean a different host at every member: never the same attacker.
-fn is_local_address(address: IpAddr) -> bool {
-    match address {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || (a == 100 && (64..128).contains(&b))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_local_address(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-        }
-    }
-}
-
 /// Pseudonyms made by agents' privacy filters: keyed per member, so equal pseudonyms at
 /// two members are a coincidence, not the same thing.
 pub fn is_pseudonym(value: &str) -> bool {
@@ -550,12 +524,12 @@ impl Correlator {
         let value = indicator.value.as_str();
         match indicator.kind {
             IndicatorType::Ip => match value.parse::<IpAddr>() {
-                Ok(address) => !is_local_address(address) && !self.allowlist.has_address(address),
+                Ok(address) => !is_local_or_group(address) && !self.allowlist.has_address(address),
                 Err(_) => false,
             },
             IndicatorType::Cidr => match value.parse::<IpNet>() {
                 Ok(network) => {
-                    !is_local_address(network.network())
+                    !is_local_or_group(network.network())
                         && !self.allowlist.has_address(network.network())
                         && network.prefix_len() >= if network.network().is_ipv4() { 16 } else { 32 }
                 }
@@ -571,7 +545,7 @@ impl Correlator {
                     .unwrap_or("");
                 match host.parse::<IpAddr>() {
                     Ok(address) => {
-                        !is_local_address(address) && !self.allowlist.has_address(address)
+                        !is_local_or_group(address) && !self.allowlist.has_address(address)
                     }
                     Err(_) => is_domain(host) && !self.allowlist.has_domain(host),
                 }

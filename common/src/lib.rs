@@ -7,6 +7,7 @@
 //! async frame helpers in [`codec`] that work on any `AsyncRead`/`AsyncWrite`.
 #![forbid(unsafe_code)]
 
+pub mod address;
 mod bounded;
 pub mod codec;
 pub mod duration;

@@ -2,8 +2,7 @@
 //! gauges written by hand, which is all the format needs.
 
 use super::ApiState;
-use crate::correlate::Status;
-use crate::store::{CampaignFilter, Store};
+use crate::store::Store;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -24,16 +23,7 @@ fn read(counter: &AtomicU64) -> u64 {
 
 pub async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let open_campaigns = state
-        .read(|store| {
-            Ok(store
-                .campaigns(&CampaignFilter {
-                    status: Some(Status::Open),
-                    limit: 1000,
-                    ..CampaignFilter::default()
-                })?
-                .items
-                .len() as u64)
-        })
+        .read(|store| store.count_open_campaigns())
         .await
         .unwrap_or(0);
     let ingest = &state.ingest.metrics;
@@ -115,7 +105,7 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         (
             "vedetta_campaigns_open",
             "gauge",
-            "Open campaigns (counted up to 1000).",
+            "Open campaigns.",
             open_campaigns,
         ),
         (

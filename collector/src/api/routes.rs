@@ -125,6 +125,19 @@ fn parse_time(name: &str, text: &str) -> Result<Timestamp, ApiError> {
     Ok(Timestamp(Timestamp::now().0.saturating_sub(nanos)))
 }
 
+fn parse_optional_time(name: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    text.map(|t| parse_time(name, t)).transpose()
+}
+
+fn parse_min_severity(text: Option<&str>) -> Result<Option<Severity>, ApiError> {
+    text.map(parse_severity).transpose()
+}
+
+/// Rows a list answers with: 100 unless asked, never more than a page may hold.
+fn page_limit(asked: Option<usize>) -> usize {
+    asked.unwrap_or(100).clamp(1, crate::store::MAX_PAGE)
+}
+
 fn parse_severity(text: &str) -> Result<Severity, ApiError> {
     Severity::ALL
         .into_iter()
@@ -188,20 +201,12 @@ async fn signals(
         org,
         agent_id: query.agent,
         kind: query.kind,
-        min_severity: query.severity.as_deref().map(parse_severity).transpose()?,
-        since: query
-            .since
-            .as_deref()
-            .map(|t| parse_time("since", t))
-            .transpose()?,
-        until: query
-            .until
-            .as_deref()
-            .map(|t| parse_time("until", t))
-            .transpose()?,
+        min_severity: parse_min_severity(query.severity.as_deref())?,
+        since: parse_optional_time("since", query.since.as_deref())?,
+        until: parse_optional_time("until", query.until.as_deref())?,
         indicator: query.indicator,
         cursor: parse_cursor(query.cursor.as_ref())?,
-        limit: query.limit.unwrap_or(100).clamp(1, crate::store::MAX_PAGE),
+        limit: page_limit(query.limit),
     };
     Ok(Json(state.read(move |store| store.signals(&filter)).await?))
 }
@@ -229,20 +234,12 @@ async fn campaigns(
     let filter = CampaignFilter {
         status: parse_status(query.status.as_deref())?,
         org: query.org,
-        min_severity: query.severity.as_deref().map(parse_severity).transpose()?,
+        min_severity: parse_min_severity(query.severity.as_deref())?,
         indicator: query.indicator,
-        since: query
-            .since
-            .as_deref()
-            .map(|t| parse_time("since", t))
-            .transpose()?,
-        until: query
-            .until
-            .as_deref()
-            .map(|t| parse_time("until", t))
-            .transpose()?,
+        since: parse_optional_time("since", query.since.as_deref())?,
+        until: parse_optional_time("until", query.until.as_deref())?,
         cursor: parse_cursor(query.cursor.as_ref())?,
-        limit: query.limit.unwrap_or(100).clamp(1, crate::store::MAX_PAGE),
+        limit: page_limit(query.limit),
     };
     Ok(Json(
         state.read(move |store| store.campaigns(&filter)).await?,
@@ -291,9 +288,9 @@ async fn incidents(
     let filter = IncidentFilter {
         status: parse_status(query.status.as_deref())?,
         org: query.org,
-        min_severity: query.severity.as_deref().map(parse_severity).transpose()?,
+        min_severity: parse_min_severity(query.severity.as_deref())?,
         cursor: parse_cursor(query.cursor.as_ref())?,
-        limit: query.limit.unwrap_or(100).clamp(1, crate::store::MAX_PAGE),
+        limit: page_limit(query.limit),
     };
     Ok(Json(
         state.read(move |store| store.incidents(&filter)).await?,
@@ -355,7 +352,7 @@ async fn advisories(
             .map_err(|_| ApiError::bad_request("cursor: malformed"))?,
         None => 0,
     };
-    let size = query.limit.unwrap_or(100).clamp(1, 1000);
+    let size = page_limit(query.limit);
     let now = Timestamp::now();
     let rows = state
         .read(move |store| store.advisories(after, now, all, size))

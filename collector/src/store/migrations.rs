@@ -89,6 +89,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
         updated_at    BIGINT NOT NULL,
         PRIMARY KEY (type, value, org)
     );
+    CREATE INDEX sightings_by_update ON sightings (updated_at);
 
     CREATE TABLE campaigns (
         id               TEXT PRIMARY KEY,
@@ -109,6 +110,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     CREATE UNIQUE INDEX campaigns_open_by_indicator ON campaigns (indicator_type, indicator_value)
         WHERE status = 'open';
     CREATE INDEX campaigns_by_status_time ON campaigns (status, updated_at);
+    CREATE INDEX campaigns_by_status_opened ON campaigns (status, opened_at);
     CREATE INDEX campaigns_by_indicator ON campaigns (indicator_value);
     CREATE TABLE campaign_orgs (
         campaign_id  TEXT NOT NULL,

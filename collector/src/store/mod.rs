@@ -338,6 +338,7 @@ pub trait Store: Send {
     /// Closes campaigns and incidents quiet for the correlator's quiet period.
     fn close_quiet(&mut self, now: Timestamp) -> Result<Vec<Event>, StoreError>;
     fn campaigns(&mut self, filter: &CampaignFilter) -> Result<Page<Campaign>, StoreError>;
+    fn count_open_campaigns(&mut self) -> Result<u64, StoreError>;
     fn campaign(&mut self, id: &str) -> Result<Option<Campaign>, StoreError>;
     /// The signals of a campaign, newest first, at most `limit`.
     fn campaign_signals(&mut self, id: &str, limit: usize)

@@ -508,20 +508,35 @@ fn decode_user((name, role, org, created, revoked): UserRow) -> Result<ApiUser, 
     })
 }
 
+/// `NotFound` unless the organisation exists.
+pub fn require_org(connection: &Connection, org: &str) -> Result<(), StoreError> {
+    let known: bool = connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM orgs WHERE id = ?1)",
+        [org],
+        |row| row.get(0),
+    )?;
+    if known {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound(format!("org {org}")))
+    }
+}
+
+/// Open campaigns, counted.
+pub fn count_open_campaigns(connection: &Connection) -> Result<u64, StoreError> {
+    let count: i64 = connection
+        .prepare_cached("SELECT COUNT(*) FROM campaigns WHERE status = 'open'")?
+        .query_row([], |row| row.get(0))?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
 pub fn add_user(
     connection: &Connection,
     user: &ApiUser,
     token_hash: &str,
 ) -> Result<(), StoreError> {
     if let Some(org) = &user.org {
-        let known: bool = connection.query_row(
-            "SELECT EXISTS (SELECT 1 FROM orgs WHERE id = ?1)",
-            [org],
-            |row| row.get(0),
-        )?;
-        if !known {
-            return Err(StoreError::NotFound(format!("org {org}")));
-        }
+        require_org(connection, org)?;
     }
     let inserted = connection.execute(
         "INSERT INTO api_users (name, role, org, token_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)

@@ -175,14 +175,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
-        let known: bool = self.connection.query_row(
-            "SELECT EXISTS (SELECT 1 FROM orgs WHERE id = ?1)",
-            [org],
-            |row| row.get(0),
-        )?;
-        if !known {
-            return Err(StoreError::NotFound(format!("org {org}")));
-        }
+        queries::require_org(&self.connection, org)?;
         self.connection.execute(
             "INSERT INTO enrollment_tokens (token_hash, org, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
             params![token_hash, org, now.0, expires_at.0],
@@ -414,6 +407,10 @@ impl Store for SqliteStore {
 
     fn campaigns(&mut self, filter: &CampaignFilter) -> Result<Page<Campaign>, StoreError> {
         queries::campaigns(&self.connection, filter)
+    }
+
+    fn count_open_campaigns(&mut self) -> Result<u64, StoreError> {
+        queries::count_open_campaigns(&self.connection)
     }
 
     fn campaign(&mut self, id: &str) -> Result<Option<Campaign>, StoreError> {
