@@ -1,7 +1,14 @@
 //! Benchmark helpers shared by the load generator: a collector started from its real
-//! binary in a scratch directory, agents enrolled through the real enrollment protocol,
-//! and process figures read from `/proc`.
+//! binary in a scratch directory, agents enrolled through the real enrollment protocol
+//! ([`agents`]), a small client of the HTTPS API and its live stream ([`https`]), process
+//! figures read from `/proc`, and the issue 6 measurements ([`campaigns`]: signal to
+//! campaign latency under load; [`fanout`]: advisory fan-out to connected agents).
 #![forbid(unsafe_code)]
+
+pub mod agents;
+pub mod campaigns;
+pub mod fanout;
+pub mod https;
 
 use anyhow::{Context as _, bail};
 use std::io::{BufRead, BufReader};
@@ -27,6 +34,8 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
 pub struct CollectorProcess {
     pub child: Child,
     pub address: SocketAddr,
+    /// The HTTPS API.
+    pub https: SocketAddr,
     pub fingerprint: String,
     pub data_dir: PathBuf,
 }
@@ -34,23 +43,33 @@ pub struct CollectorProcess {
 impl CollectorProcess {
     /// `init` (if needed) and `serve` in `data_dir`, with org `bench`.
     pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with_orgs(data_dir, &["bench".to_owned()])
+    }
+
+    /// `init` (if needed, with these organisations) and `serve` in `data_dir`. Both
+    /// listeners are on loopback ports of the system's choosing.
+    pub fn start_with_orgs(data_dir: &Path, orgs: &[String]) -> anyhow::Result<Self> {
         let binary = sibling_binary("vedetta-collector")?;
         if !data_dir.join("collector.toml").exists() {
             let status = Command::new(&binary)
-                .args(["init", "--listen", "127.0.0.1:0", "--data-dir"])
+                .args(["init", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+                .arg("--data-dir")
                 .arg(data_dir)
                 .stdout(Stdio::null())
                 .status()?;
             anyhow::ensure!(status.success(), "collector init failed");
-            let status = Command::new(&binary)
-                .args(["org", "add", "bench", "--data-dir"])
-                .arg(data_dir)
-                .stdout(Stdio::null())
-                .status()?;
-            anyhow::ensure!(status.success(), "org add failed");
+            for org in orgs {
+                let status = Command::new(&binary)
+                    .args(["org", "add", org, "--data-dir"])
+                    .arg(data_dir)
+                    .stdout(Stdio::null())
+                    .status()?;
+                anyhow::ensure!(status.success(), "org add {org} failed");
+            }
         }
         let mut child = Command::new(&binary)
-            .args(["serve", "--data-dir"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .arg("--data-dir")
             .arg(data_dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -62,6 +81,7 @@ impl CollectorProcess {
         Ok(Self {
             child,
             address: ready["quic"].as_str().context("quic")?.parse()?,
+            https: ready["https"].as_str().context("https")?.parse()?,
             fingerprint: ready["ca_fingerprint"]
                 .as_str()
                 .context("fingerprint")?
@@ -72,6 +92,61 @@ impl CollectorProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// A new API user of role `analyst` (`user add`, named `user` and this process's id),
+    /// and a client of the API with its token.
+    pub fn api_client(&self, user: &str) -> anyhow::Result<https::ApiClient> {
+        let name = format!("{user}-{}", std::process::id());
+        let output = Command::new(sibling_binary("vedetta-collector")?)
+            .args([
+                "user", "add", &name, "--role", "analyst", "--format", "json",
+            ])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let answer: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        let token = answer["token"].as_str().context("token")?;
+        let ca = std::fs::read_to_string(self.data_dir.join("ca.crt"))
+            .context("reading the collector's ca.crt")?;
+        https::ApiClient::new(self.https, &ca, token)
+    }
+}
+
+/// A collector with `count` organisations: a new one in `scratch` (orgs `org-000`, …), or,
+/// given `existing`, the data directory there (e.g. one made by `signals-db.py`) with its
+/// first `count` organisations. Returns the collector and the organisations.
+pub fn collector_with_orgs(
+    existing: Option<&Path>,
+    scratch: &Path,
+    count: usize,
+) -> anyhow::Result<(CollectorProcess, Vec<String>)> {
+    use vedetta_collector::store::{SqliteStore, Store};
+    match existing {
+        Some(dir) => {
+            let orgs: Vec<String> = SqliteStore::open(&dir.join("vedetta.db"))?
+                .orgs()?
+                .into_iter()
+                .map(|org| org.id)
+                .take(count)
+                .collect();
+            anyhow::ensure!(
+                orgs.len() == count,
+                "{} has {} organisations, {count} wanted",
+                dir.display(),
+                orgs.len()
+            );
+            Ok((CollectorProcess::start_with_orgs(dir, &orgs)?, orgs))
+        }
+        None => {
+            let orgs: Vec<String> = (0..count).map(|o| format!("org-{o:03}")).collect();
+            Ok((CollectorProcess::start_with_orgs(scratch, &orgs)?, orgs))
+        }
     }
 }
 
@@ -114,6 +189,17 @@ pub fn process_figures(pid: u32) -> ProcessFigures {
         peak_rss_kib: field("VmHWM:"),
         cpu_s: (ticks(11) + ticks(12)) / 100.0,
     }
+}
+
+/// Count, p50, p99 and max of `values`.
+pub fn summary(mut values: Vec<f64>) -> serde_json::Value {
+    values.sort_by(f64::total_cmp);
+    serde_json::json!({
+        "count": values.len(),
+        "p50": quantile(&values, 0.5),
+        "p99": quantile(&values, 0.99),
+        "max": values.last().copied().unwrap_or(0.0),
+    })
 }
 
 /// The value at quantile `q` of sorted `values`.

@@ -8,6 +8,13 @@
 //!   collector's RSS.
 //! * `idle-agent`: the real agent binary, connected and heartbeating, for a while;
 //!   reports its RSS and CPU.
+//! * `campaign-latency`: agents of several organisations send a fixed total rate of
+//!   signals, some addresses seen by several organisations in turn; reports the time from
+//!   the signal that completes a campaign to its event on the live stream (p50/p99/max).
+//!   See `vedetta_bench::campaigns`.
+//! * `advisory-fanout`: N agents stay connected with a real control stream; advisories are
+//!   published through the API and the time until each agent receives them is reported
+//!   (p50/p99/max). See `vedetta_bench::fanout`.
 #![forbid(unsafe_code)]
 
 use anyhow::Context as _;
@@ -16,13 +23,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use vedetta_agent::state::StatePaths;
-use vedetta_bench::{CollectorProcess, process_figures, quantile, sibling_binary};
+use vedetta_bench::agents::{self, Session};
+use vedetta_bench::{
+    CollectorProcess, campaigns, fanout, process_figures, quantile, sibling_binary,
+};
 use vedetta_collector::enroll::new_token;
 use vedetta_collector::store::{SqliteStore, Store};
 use vedetta_common::codec::{self, MAX_BATCH_FRAME, MAX_CONTROL_FRAME};
-use vedetta_common::identity::SERVER_NAME;
-use vedetta_common::protocol::{Batch, Heartbeat, Hello, Message};
+use vedetta_common::protocol::{Batch, Message};
 use vedetta_common::{IndicatorType, Severity, Signal, Timestamp};
 
 #[derive(Debug, Parser)]
@@ -57,62 +65,10 @@ enum Mode {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-}
-
-/// An enrolled agent's mutual-TLS client configuration.
-async fn enroll_agents(
-    collector: &CollectorProcess,
-    work: &Path,
-    count: usize,
-) -> anyhow::Result<Vec<quinn::ClientConfig>> {
-    let mut store = SqliteStore::open(&collector.data_dir.join("vedetta.db"))?;
-    let limit = Arc::new(Semaphore::new(16));
-    let mut tasks = Vec::new();
-    for n in 0..count {
-        let (token, hash) = new_token().map_err(|_| anyhow::anyhow!("randomness"))?;
-        let now = Timestamp::now();
-        store.create_enrollment_token(&hash, "bench", now, Timestamp(now.0 + 3_600_000_000_000))?;
-        let paths = StatePaths::new(&work.join(format!("agent-{n}")));
-        let address = collector.address.to_string();
-        let fingerprint = collector.fingerprint.clone();
-        let limit = Arc::clone(&limit);
-        tasks.push(tokio::spawn(async move {
-            let _permit = limit.acquire().await?;
-            vedetta_agent::enroll::enroll(
-                &paths,
-                &address,
-                &token,
-                &fingerprint,
-                &format!("bench-{n}"),
-            )
-            .await?;
-            vedetta_agent::run::session_client(&paths)
-        }));
-    }
-    let mut configs = Vec::new();
-    for task in tasks {
-        configs.push(task.await??);
-    }
-    Ok(configs)
-}
-
-async fn connect(
-    collector: &CollectorProcess,
-    config: quinn::ClientConfig,
-) -> anyhow::Result<(quinn::Endpoint, quinn::Connection, quinn::SendStream)> {
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    endpoint.set_default_client_config(config);
-    let connection = endpoint.connect(collector.address, SERVER_NAME)?.await?;
-    let (mut send, mut recv) = connection.open_bi().await?;
-    let hello = Message::Hello(Hello {
-        agent_version: "bench".into(),
-        last_advisory_seq: 0,
-    });
-    codec::write_frame(&mut send, &hello, MAX_CONTROL_FRAME).await?;
-    match codec::read_frame(&mut recv, MAX_CONTROL_FRAME).await? {
-        Some(Message::Welcome(_)) => Ok((endpoint, connection, send)),
-        other => anyhow::bail!("unexpected answer to hello: {other:?}"),
-    }
+    /// Signal-to-campaign latency under a steady ingest load (issue 6).
+    CampaignLatency(campaigns::Options),
+    /// Advisory fan-out to connected agents (issue 6).
+    AdvisoryFanout(fanout::Options),
 }
 
 fn signals(agent: usize, batch: usize, size: usize) -> Vec<Signal> {
@@ -141,18 +97,26 @@ async fn ingest(
     batches: usize,
     in_flight: usize,
 ) -> anyhow::Result<serde_json::Value> {
-    let configs = enroll_agents(collector, work, agents).await?;
+    let orgs = ["bench".to_owned()];
+    let configs = agents::enroll_agents(collector, work, &orgs, agents).await?;
     // Build every batch first so that the measurement is the collector, not generation.
     let plans: Vec<Vec<Vec<Signal>>> = (0..agents)
         .map(|a| (0..batches).map(|b| signals(a, b, batch)).collect())
         .collect();
     let mut sessions = Vec::new();
     for config in configs {
-        sessions.push(connect(collector, config).await?);
+        sessions.push(agents::connect(collector.address, config, 0).await?);
     }
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for ((endpoint, connection, control), plan) in sessions.into_iter().zip(plans) {
+    for (session, plan) in sessions.into_iter().zip(plans) {
+        let Session {
+            endpoint,
+            connection,
+            control,
+            control_recv,
+            ..
+        } = session;
         tasks.push(tokio::spawn(async move {
             let window = Arc::new(Semaphore::new(in_flight));
             let mut acks = Vec::new();
@@ -185,7 +149,7 @@ async fn ingest(
                 latencies.push(ack.await??);
             }
             let bytes = connection.stats().udp_tx.bytes;
-            drop(control);
+            drop((control, control_recv));
             connection.close(0u32.into(), b"done");
             endpoint.wait_idle().await;
             anyhow::Ok((latencies, bytes))
@@ -225,21 +189,18 @@ async fn idle_connections(
     seconds: u64,
 ) -> anyhow::Result<serde_json::Value> {
     let before = process_figures(collector.pid());
-    let configs = enroll_agents(collector, work, agents).await?;
+    let orgs = ["bench".to_owned()];
+    let configs = agents::enroll_agents(collector, work, &orgs, agents).await?;
     let mut held = Vec::new();
     for config in configs {
-        let (endpoint, connection, mut control) = connect(collector, config).await?;
-        let beat = Message::Heartbeat(Heartbeat {
-            agent_version: "bench".into(),
-            uptime_s: 1,
-            spool_depth: 0,
-            drops_total: 0,
-            source_errors: Vec::new(),
-            sent_at: Timestamp::now(),
-            inventory: None,
-        });
-        codec::write_frame(&mut control, &beat, MAX_CONTROL_FRAME).await?;
-        held.push((endpoint, connection, control));
+        let mut session = agents::connect(collector.address, config, 0).await?;
+        codec::write_frame(
+            &mut session.control,
+            &agents::heartbeat(1),
+            MAX_CONTROL_FRAME,
+        )
+        .await?;
+        held.push((session.endpoint, session.connection, session.control));
     }
     let cpu_start = process_figures(collector.pid()).cpu_s;
     tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -309,8 +270,9 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let collector = CollectorProcess::start(&scratch.join("collector"))?;
+    let collector_dir = scratch.join("collector");
     let report = runtime.block_on(async {
+        let start = || CollectorProcess::start(&collector_dir);
         match cli.mode {
             Mode::Ingest {
                 agents,
@@ -319,7 +281,7 @@ fn main() -> anyhow::Result<()> {
                 in_flight,
             } => {
                 ingest(
-                    &collector,
+                    &start()?,
                     &scratch,
                     agents,
                     batch,
@@ -329,9 +291,13 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Mode::IdleConnections { agents, seconds } => {
-                idle_connections(&collector, &scratch, agents, seconds).await
+                idle_connections(&start()?, &scratch, agents, seconds).await
             }
-            Mode::IdleAgent { seconds } => idle_agent(&collector, &scratch, seconds).await,
+            Mode::IdleAgent { seconds } => idle_agent(&start()?, &scratch, seconds).await,
+            Mode::CampaignLatency(options) => {
+                campaigns::run(&collector_dir, &scratch, options).await
+            }
+            Mode::AdvisoryFanout(options) => fanout::run(&collector_dir, &scratch, options).await,
         }
     })?;
     println!("{report}");
