@@ -23,6 +23,37 @@ pub struct CollectorConfig {
     pub api: ApiConfig,
     #[serde(default)]
     pub correlation: crate::correlate::CorrelationConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`: how long signals are kept. An organisation may have its own
+/// (`vedetta-collector org retention ORG --days N`); legal holds suspend purging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days a signal is kept after its last event; 0 keeps signals forever.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// How often the purge runs. Each run is recorded in the audit log.
+    #[serde(default = "default_purge_every", with = "serde_human")]
+    pub purge_every: Duration,
+}
+
+fn default_retention_days() -> u32 {
+    365
+}
+fn default_purge_every() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: default_retention_days(),
+            purge_every: default_purge_every(),
+        }
+    }
 }
 
 /// `[api]`: the HTTPS API and its live stream.
@@ -33,6 +64,13 @@ pub struct ApiConfig {
     /// localhost, the loopback addresses and the `http` address).
     #[serde(default)]
     pub tls_names: Vec<String>,
+    /// A certificate chain (PEM) the operator provides for the API instead of one from
+    /// the collector's CA, e.g. from the organisation's own PKI. With `tls_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_certificate: Option<std::path::PathBuf>,
+    /// The private key (PEM) of `tls_certificate`; keep it readable by the service only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Database connections serving API reads at once.
     #[serde(default = "default_read_connections")]
     pub read_connections: usize,
@@ -58,6 +96,8 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             tls_names: Vec::new(),
+            tls_certificate: None,
+            tls_key: None,
             read_connections: default_read_connections(),
             feed_poll: default_feed_poll(),
             close_every: default_close_every(),
@@ -92,6 +132,14 @@ pub struct IngestConfig {
     /// How often revocations made by `agent revoke` are applied to live connections.
     #[serde(default = "default_revocation_poll", with = "serde_human")]
     pub revocation_poll: Duration,
+    /// MiB of database pages the ingest writer keeps in memory: more means fewer reads
+    /// of the indexes it updates for every signal.
+    #[serde(default = "default_writer_cache_mib")]
+    pub writer_cache_mib: u32,
+}
+
+fn default_writer_cache_mib() -> u32 {
+    256
 }
 
 fn default_max_batch_signals() -> usize {
@@ -122,6 +170,7 @@ impl Default for IngestConfig {
             frame_timeout: default_frame_timeout(),
             memory_budget_bytes: default_memory_budget(),
             revocation_poll: default_revocation_poll(),
+            writer_cache_mib: default_writer_cache_mib(),
         }
     }
 }
@@ -134,6 +183,7 @@ impl CollectorConfig {
             ingest: IngestConfig::default(),
             api: ApiConfig::default(),
             correlation: crate::correlate::CorrelationConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 

@@ -761,6 +761,19 @@ impl Correlator {
         let signals = history.len() as u64;
         match open {
             Some(mut incident) => {
+                // The history read is bounded (the newest signals): steps that scrolled
+                // out of it are still the open incident's.
+                let start = path.first().map_or(0, |&(index, _)| index);
+                let step_of =
+                    |kind: &str| rule.steps.iter().position(|s| s.iter().any(|k| k == kind));
+                let mut steps: Vec<String> = incident
+                    .steps
+                    .iter()
+                    .filter(|kind| step_of(kind).is_some_and(|index| index < start))
+                    .cloned()
+                    .chain(steps)
+                    .collect();
+                steps.dedup();
                 let grew = steps.len() > incident.steps.len() || (completed && !incident.completed);
                 if steps.len() >= incident.steps.len() {
                     incident.steps = steps;
@@ -1156,6 +1169,30 @@ mod tests {
         assert!(incident.completed);
         assert_eq!(incident.severity, Severity::Critical);
         assert_eq!(incident.steps.len(), 3);
+        // Once the scan has scrolled out of the (bounded) history, the open incident
+        // keeps it: the steps stay the whole chain.
+        let mut open = incident.clone();
+        open.steps = vec!["port_scan".into(), "ssh_bruteforce".into()];
+        open.completed = false;
+        let recent = [
+            step("ssh_bruteforce", 1, 2),
+            step("ssh_login_after_failures", 2, 2),
+        ];
+        let (incident, _) = correlator
+            .chain(
+                at(3),
+                || unreachable!(),
+                &intrusion,
+                ("bank", "203.0.113.7"),
+                &recent,
+                Some(open),
+            )
+            .expect("grew");
+        assert_eq!(
+            incident.steps,
+            ["port_scan", "ssh_bruteforce", "ssh_login_after_failures"]
+        );
+        assert!(incident.completed);
         // Brute force then login, without a scan, is also a chain (two steps in order).
         let skipped = [
             step("ssh_bruteforce", 0, 1),

@@ -107,6 +107,20 @@ async fn enroll(context: &Arc<IngestContext>, request: EnrollRequest) -> EnrollR
                 issued = Some(certificate);
                 Ok(record)
             })?;
+            if let Ok(agent) = &agent {
+                store.append_audit(&[crate::audit::NewAuditEntry::act(
+                    now,
+                    format!("enrollment:{}", agent.org),
+                    "system",
+                    "agent.enroll",
+                    serde_json::json!({
+                        "agent": agent.id,
+                        "org": agent.org,
+                        "label": agent.label,
+                        "cert_fingerprint": agent.cert_fingerprint,
+                    }),
+                )])?;
+            }
             Ok(agent.map(|agent| (agent, issued.unwrap_or_default())))
         })
         .await;

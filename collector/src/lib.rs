@@ -10,11 +10,14 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod correlate;
+pub mod dashboard;
 pub mod demo;
 pub mod enroll;
+pub mod export;
 pub mod feed;
 mod files;
 pub mod ingest;

@@ -251,6 +251,39 @@ impl CertificateAuthority {
     }
 }
 
+/// A certificate chain and key the operator provides for the API (PEM files), checked to
+/// belong together before the collector listens with them.
+pub fn provided_identity(
+    certificate: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
+    use rustls::pki_types::pem::PemObject;
+    let chain = parse_pem_certificates(&read(certificate)?);
+    if chain.is_empty() {
+        return Err(PkiError::BadRequest(format!(
+            "no certificate in {}",
+            certificate.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_slice(read(key)?.as_bytes()).map_err(|error| {
+        PkiError::BadRequest(format!(
+            "no usable private key in {}: {error}",
+            key.display()
+        ))
+    })?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|error| PkiError::BadRequest(format!("unsupported private key: {error}")))?;
+    rustls::sign::CertifiedKey::new(chain.clone(), signing)
+        .keys_match()
+        .map_err(|error| {
+            PkiError::BadRequest(format!(
+                "the key does not belong to {}: {error}",
+                certificate.display()
+            ))
+        })?;
+    Ok((chain, key))
+}
+
 /// Every certificate in a PEM text, in order.
 pub fn parse_pem_certificates(pem: &str) -> Vec<CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;

@@ -2,6 +2,7 @@
 //! the advisory feed, the HTTPS API and the periodic tasks (revocations, closing quiet
 //! campaigns) together, and takes them down in order on shutdown.
 
+use crate::api::audit::AuditWriter;
 use crate::api::{self, ApiState, ReadPool};
 use crate::config::CollectorConfig;
 use crate::correlate::Correlator;
@@ -41,6 +42,7 @@ pub struct RunningCollector {
     endpoint: quinn::Endpoint,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     writer: std::thread::JoinHandle<()>,
+    audit_writer: std::thread::JoinHandle<()>,
 }
 
 /// The correlator of this configuration, with the members' declared addresses allowed.
@@ -87,12 +89,18 @@ pub async fn start(
     let (chain, key) =
         pki::load_server_identity(&paths).context("loading the server certificate")?;
     let http_address = http.unwrap_or(config.http);
-    let (https_chain, https_key) = authority
-        .https_identity(&paths, &https_names(&config, http_address))
-        .context("issuing the API certificate")?;
+    let (https_chain, https_key) = match (&config.api.tls_certificate, &config.api.tls_key) {
+        (Some(certificate), Some(key)) => pki::provided_identity(certificate, key)
+            .context("loading the API certificate of [api] tls_certificate")?,
+        (None, None) => authority
+            .https_identity(&paths, &https_names(&config, http_address))
+            .context("issuing the API certificate")?,
+        _ => anyhow::bail!("[api] tls_certificate and tls_key go together: give both or neither"),
+    };
     let database = database_path(data_dir);
     let mut ingest_store =
         SqliteStore::open(&database).with_context(|| format!("opening {}", database.display()))?;
+    ingest_store.set_cache_mib(config.ingest.writer_cache_mib)?;
     let correlator = Arc::new(correlator(&config, &mut ingest_store)?);
     ingest_store.set_correlator(Arc::clone(&correlator));
     let mut shared_store = SqliteStore::open(&database)?;
@@ -123,11 +131,14 @@ pub async fn start(
     ));
 
     let pool = ReadPool::open(&database, config.api.read_connections)?;
+    let (audit, audit_thread) = AuditWriter::start(SqliteStore::open(&database)?)?;
     let api = Arc::new(ApiState::new(
         pool,
         events,
         feed.clone(),
         Arc::clone(&context),
+        audit,
+        config.retention.clone(),
     ));
     let listener = std::net::TcpListener::bind(http_address)
         .with_context(|| format!("cannot listen on TCP {http_address}"))?;
@@ -163,8 +174,9 @@ pub async fn start(
         tokio::spawn(close_quiet(
             Arc::clone(&api),
             config.api.close_every,
-            shutdown,
+            shutdown.clone(),
         )),
+        tokio::spawn(purge(Arc::clone(&api), shutdown)),
         tokio::spawn(async move {
             if let Err(error) = server.await {
                 warn!(%error, "the HTTPS API stopped");
@@ -183,6 +195,7 @@ pub async fn start(
         endpoint,
         tasks,
         writer: writer_thread,
+        audit_writer: audit_thread,
     })
 }
 
@@ -210,6 +223,32 @@ async fn close_quiet(api: Arc<ApiState>, every: Duration, mut shutdown: Shutdown
     }
 }
 
+/// Runs the retention purge at start and then every `[retention] purge_every`, on a
+/// connection of its own (it works in chunks, so ingest goes on between them).
+async fn purge(api: Arc<ApiState>, mut shutdown: Shutdown) {
+    let every = api.retention.purge_every.max(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.wait() => return,
+        }
+        let days = api.retention.retention_days;
+        match api
+            .read(move |store| store.purge(Timestamp::now(), days, "collector"))
+            .await
+        {
+            Ok(report) if report.signals_removed > 0 => info!(
+                removed = report.signals_removed,
+                kept_for_holds = report.signals_kept_for_campaigns,
+                "retention purge"
+            ),
+            Ok(_) => {}
+            Err(error) => warn!(error = %error.message, "retention purge failed"),
+        }
+    }
+}
+
 impl RunningCollector {
     /// Stops accepting, closes agent connections, lets the endpoint drain, and waits for
     /// the writer to commit what it already holds.
@@ -230,7 +269,9 @@ impl RunningCollector {
         drop(self.context);
         // Connection tasks still holding a writer handle end with their connections.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.writer.is_finished() && Instant::now() < deadline {
+        while !(self.writer.is_finished() && self.audit_writer.is_finished())
+            && Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         info!("collector stopped");

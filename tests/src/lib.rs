@@ -2,6 +2,7 @@
 //! binaries in temporary directories on loopback, and waits for things by polling with a
 //! deadline (never by sleeping a fixed time).
 #![forbid(unsafe_code)]
+pub mod browser;
 
 use anyhow::{Context as _, bail};
 use std::io::{BufRead, BufReader};
@@ -733,4 +734,44 @@ pub mod raw {
             .await
             .expect("read")
     }
+}
+
+/// `count` failed logins from `source` as sshd logs them (ten make a brute force).
+pub fn sshd_failures(source: &str, count: usize) -> String {
+    (0..count)
+        .map(|n| {
+            format!(
+                "Failed password for invalid user guest{n} from {source} port {} ssh2\n",
+                40_000 + n
+            )
+        })
+        .collect()
+}
+
+/// An enrolled agent of `org` following an sshd log of its own (empty for now; lines
+/// without a syslog header), and that log's path.
+pub fn sshd_log_agent(collector: &Collector, org: &str) -> (Agent, PathBuf) {
+    let agent = Agent::enrolled(collector, org, "");
+    let log = agent.dir.path().join("auth.log");
+    std::fs::write(&log, "").expect("log");
+    let config = std::fs::read_to_string(&agent.config).expect("config");
+    std::fs::write(
+        &agent.config,
+        format!(
+            "{config}\n[[sources.logs]]\npaths = [\"{}\"]\nformat = \"plain\"\nprogram = \"sshd\"\nstart_at = \"beginning\"\n",
+            log.display()
+        ),
+    )
+    .expect("config");
+    (agent, log)
+}
+
+/// Appends `text` to a log, as a program writing it would.
+pub fn append_log(log: &Path, text: &str) {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(log)
+        .expect("open log");
+    file.write_all(text.as_bytes()).expect("append");
 }

@@ -3,46 +3,8 @@
 //! advisories and answers on its HTTPS API, whose roles are checked here.
 
 use serde_json::{Value, json};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use vedetta_e2e::{Agent, Collector, wait_until};
-
-/// Ten failed logins (the brute-force threshold) from `source`, as sshd logs them.
-fn failures(source: &str, count: usize) -> String {
-    (0..count)
-        .map(|n| {
-            format!(
-                "Failed password for invalid user guest{n} from {source} port {} ssh2\n",
-                40_000 + n
-            )
-        })
-        .collect()
-}
-
-/// An agent of `org` following `log` (sshd lines without a syslog header).
-fn log_agent(collector: &Collector, org: &str) -> (Agent, PathBuf) {
-    let agent = Agent::enrolled(collector, org, "");
-    let log = agent.dir.path().join("auth.log");
-    std::fs::write(&log, "").expect("log");
-    std::fs::write(
-        &agent.config,
-        format!(
-            "{}\n[[sources.logs]]\npaths = [\"{}\"]\nformat = \"plain\"\nprogram = \"sshd\"\nstart_at = \"beginning\"\n",
-            std::fs::read_to_string(&agent.config).expect("config"),
-            log.display()
-        ),
-    )
-    .expect("config");
-    (agent, log)
-}
-
-fn append(log: &Path, text: &str) {
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(log)
-        .expect("open log");
-    file.write_all(text.as_bytes()).expect("append");
-}
+use std::path::PathBuf;
+use vedetta_e2e::{Agent, Collector, append_log, sshd_failures, sshd_log_agent, wait_until};
 
 fn items(answer: &Value) -> Vec<Value> {
     answer["items"].as_array().cloned().unwrap_or_default()
@@ -68,12 +30,12 @@ fn one_attacker_at_three_organisations_is_one_campaign_and_survives_a_restart() 
     let api = collector.api();
     let mut agents: Vec<(Agent, PathBuf)> = ["bank", "city", "hospital"]
         .iter()
-        .map(|org| log_agent(&collector, org))
+        .map(|org| sshd_log_agent(&collector, org))
         .collect();
     // The shared attacker, and one attacker of each organisation's own.
     for (n, (_, log)) in agents.iter().enumerate() {
-        append(log, &failures("203.0.113.7", 12));
-        append(log, &failures(&format!("198.51.100.{}", 10 + n), 12));
+        append_log(log, &sshd_failures("203.0.113.7", 12));
+        append_log(log, &sshd_failures(&format!("198.51.100.{}", 10 + n), 12));
     }
     for (agent, _) in agents.iter_mut().take(2) {
         agent.start();
@@ -179,8 +141,8 @@ fn an_advisory_reaches_connected_and_reconnecting_agents_and_a_matching_line_is_
     collector.start();
     let analyst = collector.user("ana", "analyst", None);
     let api = collector.api();
-    let (mut online, log) = log_agent(&collector, "bank");
-    let (mut offline, _) = log_agent(&collector, "city");
+    let (mut online, log) = sshd_log_agent(&collector, "bank");
+    let (mut offline, _) = sshd_log_agent(&collector, "city");
     online.start();
     wait_until("the bank's agent to connect", || {
         online.status()["uplink"]["state"] == "connected"
@@ -208,7 +170,7 @@ fn an_advisory_reaches_connected_and_reconnecting_agents_and_a_matching_line_is_
     });
 
     // One line from the advised address at the bank: an ioc_match at the collector.
-    append(
+    append_log(
         &log,
         "Accepted password for deploy from 203.0.113.99 port 50000 ssh2\n",
     );
@@ -313,8 +275,11 @@ fn each_role_sees_exactly_what_it_may() {
         403
     );
 
-    // An auditor reads no signals and publishes nothing (the audit trail is theirs).
-    assert_eq!(api.get("/api/v1/signals", Some(&auditor)).status, 403);
+    // An auditor reads what was retained (signals, to export them) and the audit log,
+    // and publishes nothing.
+    assert_eq!(api.get("/api/v1/signals", Some(&auditor)).status, 200);
+    assert_eq!(api.get("/api/v1/audit", Some(&auditor)).status, 200);
+    assert_eq!(api.get("/api/v1/audit", Some(&bank)).status, 403);
     assert_eq!(
         api.post("/api/v1/advisories", Some(&auditor), &advisory)
             .status,

@@ -4,6 +4,7 @@
 //! names the roles it admits: no token or an unknown one is 401, a known token of a role
 //! the route does not admit is 403.
 
+use super::audit::AuditNote;
 use super::{ApiError, ApiState};
 use crate::store::{ApiUser, Role, Store};
 use axum::extract::FromRequestParts;
@@ -29,7 +30,7 @@ pub fn token_hash(token: &str) -> String {
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
-pub struct Caller(pub ApiUser);
+pub struct Caller(pub ApiUser, pub AuditNote);
 
 impl Caller {
     /// Refuses the request (403) unless the caller has one of `roles`.
@@ -46,6 +47,16 @@ impl Caller {
 
     pub fn role(&self) -> Role {
         self.0.role
+    }
+
+    /// Tells the audit log how many results the answer holds.
+    pub fn results(&self, count: usize) {
+        self.1.results(count);
+    }
+
+    /// Tells the audit log what this request changed.
+    pub fn act(&self, action: &str, detail: serde_json::Value) {
+        self.1.act(action, detail);
     }
 }
 
@@ -71,6 +82,13 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             .read(move |store| store.user_by_token(&hash))
             .await?
             .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
-        Ok(Caller(user))
+        // The request's audit entry names who made it (see `audit::record_requests`).
+        let note = parts
+            .extensions
+            .get::<AuditNote>()
+            .cloned()
+            .unwrap_or_default();
+        note.caller(&user);
+        Ok(Caller(user, note))
     }
 }

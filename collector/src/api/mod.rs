@@ -6,7 +6,9 @@
 //! TLS 1.3 only, with a certificate of the collector's own CA for the names people use
 //! (`[api] tls_names`): tokens never cross a network in clear.
 
+pub mod audit;
 pub mod auth;
+pub mod governance;
 mod metrics;
 mod routes;
 
@@ -65,6 +67,9 @@ pub struct ApiState {
     pub feed: AdvisoryFeed,
     pub ingest: Arc<IngestContext>,
     pub metrics: ApiMetrics,
+    pub audit: audit::AuditWriter,
+    /// The collector's `[retention]` setting, shown with holds.
+    pub retention: crate::config::RetentionConfig,
 }
 
 impl ApiState {
@@ -73,6 +78,8 @@ impl ApiState {
         events: broadcast::Sender<Arc<Event>>,
         feed: AdvisoryFeed,
         ingest: Arc<IngestContext>,
+        audit: audit::AuditWriter,
+        retention: crate::config::RetentionConfig,
     ) -> Self {
         Self {
             pool,
@@ -80,6 +87,8 @@ impl ApiState {
             feed,
             ingest,
             metrics: ApiMetrics::default(),
+            audit,
+            retention,
         }
     }
 

@@ -2,6 +2,7 @@
 //! from it, and the OpenAPI test compares it with `openapi.json`.
 
 use super::auth::Caller;
+use super::governance::{self, Format};
 use super::{ApiError, ApiState, OPENAPI, metrics};
 use crate::correlate::Status;
 use crate::store::{
@@ -28,6 +29,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/metrics"),
     ("GET", "/api/v1/openapi.json"),
+    ("GET", "/api/v1/whoami"),
     ("GET", "/api/v1/signals"),
     ("GET", "/api/v1/campaigns"),
     ("GET", "/api/v1/campaigns/{id}"),
@@ -38,6 +40,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/advisories"),
     ("DELETE", "/api/v1/advisories/{id}"),
     ("GET", "/api/v1/stream"),
+    ("GET", "/api/v1/audit"),
+    ("GET", "/api/v1/audit/verify"),
+    ("GET", "/api/v1/holds"),
+    ("POST", "/api/v1/holds"),
+    ("DELETE", "/api/v1/holds/{id}"),
+    ("GET", "/api/v1/export/stix"),
 ];
 
 const READERS: &[Role] = &[Role::Admin, Role::Analyst];
@@ -47,6 +55,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<ApiState>> {
         ("GET", "/healthz") => get(healthz),
         ("GET", "/metrics") => get(metrics::metrics),
         ("GET", "/api/v1/openapi.json") => get(openapi),
+        ("GET", "/api/v1/whoami") => get(whoami),
         ("GET", "/api/v1/signals") => get(signals),
         ("GET", "/api/v1/campaigns") => get(campaigns),
         ("GET", "/api/v1/campaigns/{id}") => get(campaign),
@@ -57,6 +66,12 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<ApiState>> {
         ("POST", "/api/v1/advisories") => post(publish),
         ("DELETE", "/api/v1/advisories/{id}") => delete(withdraw),
         ("GET", "/api/v1/stream") => get(stream),
+        ("GET", "/api/v1/audit") => get(governance::audit_log),
+        ("GET", "/api/v1/audit/verify") => get(governance::audit_verify),
+        ("GET", "/api/v1/holds") => get(governance::holds),
+        ("POST", "/api/v1/holds") => post(governance::place_hold),
+        ("DELETE", "/api/v1/holds/{id}") => delete(governance::release_hold),
+        ("GET", "/api/v1/export/stix") => get(governance::stix),
         _ => unreachable!("ROUTES names a route without a handler: {method} {path}"),
     }
 }
@@ -76,6 +91,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         router = router.route(path, route);
     }
     router
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            super::audit::record_requests,
+        ))
+        .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -107,6 +127,12 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// Who the token belongs to: the dashboard shows the pages of the caller's role.
+async fn whoami(caller: Caller) -> Json<serde_json::Value> {
+    let user = caller.0;
+    Json(serde_json::json!({ "name": user.name, "role": user.role, "org": user.org }))
+}
+
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
@@ -125,7 +151,10 @@ fn parse_time(name: &str, text: &str) -> Result<Timestamp, ApiError> {
     Ok(Timestamp(Timestamp::now().0.saturating_sub(nanos)))
 }
 
-fn parse_optional_time(name: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+pub(super) fn parse_optional_time(
+    name: &str,
+    text: Option<&str>,
+) -> Result<Option<Timestamp>, ApiError> {
     text.map(|t| parse_time(name, t)).transpose()
 }
 
@@ -134,7 +163,7 @@ fn parse_min_severity(text: Option<&str>) -> Result<Option<Severity>, ApiError> 
 }
 
 /// Rows a list answers with: 100 unless asked, never more than a page may hold.
-fn page_limit(asked: Option<usize>) -> usize {
+pub(super) fn page_limit(asked: Option<usize>) -> usize {
     asked.unwrap_or(100).clamp(1, crate::store::MAX_PAGE)
 }
 
@@ -149,7 +178,7 @@ fn parse_severity(text: &str) -> Result<Severity, ApiError> {
         })
 }
 
-fn parse_cursor(text: Option<&String>) -> Result<Option<Cursor>, ApiError> {
+pub(super) fn parse_cursor(text: Option<&String>) -> Result<Option<Cursor>, ApiError> {
     text.map(|t| Cursor::decode(t).map_err(|e| ApiError::bad_request(format!("cursor: {e}"))))
         .transpose()
 }
@@ -175,14 +204,16 @@ struct SignalQuery {
     indicator: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
+    /// `ndjson` or `csv`: every matching signal (at most `limit`), as a download.
+    format: Option<Format>,
 }
 
 async fn signals(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
     query: Result<Query<SignalQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Page<crate::store::StoredSignal>>, ApiError> {
-    caller.require(&[Role::Admin, Role::Analyst, Role::Member])?;
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin, Role::Analyst, Role::Auditor, Role::Member])?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let mut org = query.org.clone();
     if caller.role() == Role::Member {
@@ -208,7 +239,20 @@ async fn signals(
         cursor: parse_cursor(query.cursor.as_ref())?,
         limit: page_limit(query.limit),
     };
-    Ok(Json(state.read(move |store| store.signals(&filter)).await?))
+    match query.format.unwrap_or(Format::Json) {
+        Format::Json => {
+            let page = state.read(move |store| store.signals(&filter)).await?;
+            caller.results(page.items.len());
+            Ok(Json(page).into_response())
+        }
+        format => Ok(governance::export_signals(
+            &state,
+            &caller,
+            format,
+            filter,
+            query.limit,
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,9 +285,9 @@ async fn campaigns(
         cursor: parse_cursor(query.cursor.as_ref())?,
         limit: page_limit(query.limit),
     };
-    Ok(Json(
-        state.read(move |store| store.campaigns(&filter)).await?,
-    ))
+    let page = state.read(move |store| store.campaigns(&filter)).await?;
+    caller.results(page.items.len());
+    Ok(Json(page))
 }
 
 async fn campaign(
@@ -263,6 +307,7 @@ async fn campaign(
         })
         .await?;
     let campaign = campaign.ok_or_else(|| ApiError::not_found("no such campaign"))?;
+    caller.results(1 + signals.len());
     Ok(Json(
         serde_json::json!({ "campaign": campaign, "signals": signals }),
     ))
@@ -292,9 +337,9 @@ async fn incidents(
         cursor: parse_cursor(query.cursor.as_ref())?,
         limit: page_limit(query.limit),
     };
-    Ok(Json(
-        state.read(move |store| store.incidents(&filter)).await?,
-    ))
+    let page = state.read(move |store| store.incidents(&filter)).await?;
+    caller.results(page.items.len());
+    Ok(Json(page))
 }
 
 async fn indicator(
@@ -304,9 +349,9 @@ async fn indicator(
 ) -> Result<Json<crate::store::IndicatorReport>, ApiError> {
     caller.require(READERS)?;
     let value = normalise_lookup(&value);
-    Ok(Json(
-        state.read(move |store| store.indicator(&value)).await?,
-    ))
+    let report = state.read(move |store| store.indicator(&value)).await?;
+    caller.results(usize::try_from(report.signals).unwrap_or(usize::MAX));
+    Ok(Json(report))
 }
 
 /// Lookups are by the stored spelling: hashes and names in lower case.
@@ -325,6 +370,7 @@ async fn agents(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(READERS)?;
     let agents = state.read(|store| store.agents()).await?;
+    caller.results(agents.len());
     Ok(Json(serde_json::json!({ "items": agents })))
 }
 
@@ -363,7 +409,8 @@ async fn advisories(
     let items = rows
         .into_iter()
         .filter(|a| all || a.withdrawn_at.is_none())
-        .collect();
+        .collect::<Vec<_>>();
+    caller.results(items.len());
     Ok(Json(Page { items, next_cursor }))
 }
 
@@ -492,6 +539,15 @@ async fn publish(
         .advisories_published
         .fetch_add(1, Ordering::Relaxed);
     tracing::info!(advisory = %record.id, by = %record.published_by, "advisory published");
+    caller.act(
+        "advisory.publish",
+        serde_json::json!({
+            "id": record.id,
+            "indicator": record.indicator,
+            "severity": record.severity,
+            "expires_at": record.expires_at,
+        }),
+    );
     Ok((StatusCode::CREATED, Json(record)))
 }
 
@@ -502,6 +558,7 @@ async fn withdraw(
 ) -> Result<StatusCode, ApiError> {
     caller.require(READERS)?;
     let now = Timestamp::now();
+    caller.act("advisory.withdraw", serde_json::json!({ "id": id }));
     let (withdrawn, latest) = state
         .read(move |store| {
             Ok((

@@ -48,21 +48,31 @@ pub(super) fn on_signal(
         signal,
     } = stored;
     let mut seen = BTreeSet::new();
+    // One index row per value and signal, whatever its types: the signal pages walk this
+    // index and must not list a signal twice.
+    let mut values = BTreeSet::new();
     {
         let mut index = tx.prepare_cached(
-            "INSERT INTO signal_indicators (value, type, signal_id, org, last_seen)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO signal_indicators
+                 (value, last_seen, signal_id, type, org, kind, severity, first_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for indicator in &signal.indicators {
             if indicator.kind == IndicatorType::Port || !seen.insert(indicator) {
                 continue;
             }
+            if !values.insert(indicator.value.as_str()) {
+                continue;
+            }
             index.execute(params![
                 indicator.value,
-                indicator.kind.as_str(),
+                signal.last_seen.0,
                 signal_id,
+                indicator.kind.as_str(),
                 org,
-                signal.last_seen.0
+                signal.kind,
+                signal.severity.rank(),
+                signal.first_seen.0
             ])?;
         }
     }
@@ -233,6 +243,12 @@ pub(super) fn sightings(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The newest signals of a chain's kinds read to decide it. Chains are decided as each
+/// signal arrives, so an incident opens while its history is short; past this many, a
+/// long brute force costs what a short one does and the open incident keeps the steps
+/// that scrolled out (see `Correlator::chain`).
+const CHAIN_HISTORY: usize = 256;
+
 fn chain_history(
     tx: &Transaction<'_>,
     key_type: ChainKey,
@@ -246,17 +262,18 @@ fn chain_history(
         .collect::<Vec<_>>()
         .join(", ");
     let sql = match key_type {
+        // The source's rows of the indicator table carry all a step needs: no signal
+        // is read.
         ChainKey::Source => format!(
-            "SELECT s.id, s.kind, s.severity, s.first_seen, s.last_seen
-             FROM signal_indicators i JOIN signals s ON s.id = i.signal_id
-             WHERE i.value = ?1 AND i.type = 'ip' AND i.org = ?2 AND i.last_seen >= ?3
-               AND s.kind IN ({placeholders})
-             ORDER BY s.last_seen LIMIT 1000"
+            "SELECT signal_id, kind, severity, first_seen, last_seen FROM signal_indicators
+             WHERE value = ?1 AND type = 'ip' AND org = ?2 AND last_seen >= ?3
+               AND kind IN ({placeholders})
+             ORDER BY last_seen DESC LIMIT {CHAIN_HISTORY}"
         ),
         ChainKey::Host => format!(
             "SELECT id, kind, severity, first_seen, last_seen FROM signals
              WHERE agent_id = ?1 AND org = ?2 AND last_seen >= ?3 AND kind IN ({placeholders})
-             ORDER BY last_seen LIMIT 1000"
+             ORDER BY last_seen DESC LIMIT {CHAIN_HISTORY}"
         ),
     };
     let mut values: Vec<rusqlite::types::Value> =
@@ -278,7 +295,9 @@ fn chain_history(
             },
         ))
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut history: Vec<(String, StepSignal)> = rows.collect::<Result<_, _>>()?;
+    history.reverse();
+    Ok(history)
 }
 
 pub(super) fn save_campaign(

@@ -1,6 +1,7 @@
 //! Schema migrations, applied in order, each in its own transaction. A database newer
 //! than the build is refused rather than misread. Statements use types both SQLite and
-//! PostgreSQL accept (TEXT, BIGINT, SMALLINT).
+//! PostgreSQL accept (TEXT, BIGINT, SMALLINT); table layouts (`WITHOUT ROWID`) are
+//! SQLite's, which a PostgreSQL backend would express with its own clustering.
 
 /// `(version, statements)`, in order. Never edit a released migration: add a new one.
 pub const MIGRATIONS: &[(i64, &str)] = &[
@@ -174,6 +175,84 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
         created_at  BIGINT NOT NULL,
         revoked_at  BIGINT
     );
+    ",
+    ),
+    (
+        4,
+        "
+    -- Measured with 10 million signals (BENCHMARKS.md, issue 6). The indicator index
+    -- becomes the table itself, clustered by value and time, and carries what the
+    -- indicator report shows (org, kind, times) and what the incident chains read
+    -- (severity): who else saw this, and what one source did, read one contiguous range
+    -- whatever the size of the signals table.
+    CREATE TABLE signal_indicators_v4 (
+        value       TEXT NOT NULL,
+        last_seen   BIGINT NOT NULL,
+        signal_id   TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        org         TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        severity    SMALLINT NOT NULL,
+        first_seen  BIGINT NOT NULL,
+        PRIMARY KEY (value, last_seen, signal_id)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO signal_indicators_v4
+        SELECT i.value, i.last_seen, i.signal_id, i.type, i.org, s.kind, s.severity, s.first_seen
+        FROM signal_indicators i JOIN signals s ON s.id = i.signal_id;
+    DROP TABLE signal_indicators;
+    ALTER TABLE signal_indicators_v4 RENAME TO signal_indicators;
+
+    -- Filtered pages: organisation and kind together, with the severity in the index so
+    -- that a filter matching few rows is decided without reading them.
+    CREATE INDEX signals_by_org_kind_time ON signals (org, kind, last_seen, severity);
+    DROP INDEX signals_by_kind_time;
+    CREATE INDEX signals_by_kind_time ON signals (kind, last_seen, severity);
+    ",
+    ),
+    (
+        5,
+        "
+    -- Governance (issue 7). The audit log: append-only and hash-chained (collector/src/
+    -- audit.rs). The triggers keep the product itself from changing it; the chain shows
+    -- whoever changes it by other means.
+    CREATE TABLE audit_log (
+        seq        BIGINT PRIMARY KEY,
+        at         BIGINT NOT NULL,
+        actor      TEXT NOT NULL,
+        role       TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        route      TEXT,
+        params     TEXT,
+        status     BIGINT,
+        results    BIGINT,
+        detail     TEXT,
+        prev_hash  TEXT NOT NULL,
+        hash       TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_by_time ON audit_log (at);
+    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+
+    -- Retention: days an organisation's signals are kept (NULL: the global setting).
+    ALTER TABLE orgs ADD COLUMN retention_days BIGINT;
+
+    -- Legal holds suspend purging for an organisation or a campaign's signals.
+    CREATE TABLE legal_holds (
+        id           TEXT PRIMARY KEY,
+        scope        TEXT NOT NULL,
+        target       TEXT NOT NULL,
+        reason       TEXT NOT NULL,
+        placed_by    TEXT NOT NULL,
+        placed_at    BIGINT NOT NULL,
+        released_by  TEXT,
+        released_at  BIGINT
+    );
+    CREATE INDEX legal_holds_active ON legal_holds (scope, target) WHERE released_at IS NULL;
+    -- The purge asks whether a signal belongs to a held campaign.
+    CREATE INDEX campaign_signals_by_signal ON campaign_signals (signal_id);
+    CREATE INDEX incident_signals_by_signal ON incident_signals (signal_id);
     ",
     ),
 ];

@@ -4,7 +4,9 @@
 //! functions in the statements the backends share) and nothing outside this module knows
 //! which engine is underneath.
 
+mod audit;
 mod correlation;
+mod gate;
 mod migrations;
 mod queries;
 mod sqlite;
@@ -12,6 +14,7 @@ mod sqlite;
 pub use queries::{Cursor, MAX_PAGE, Page};
 pub use sqlite::SqliteStore;
 
+use crate::audit::{AuditHead, AuditRecord, AuditVerification, NewAuditEntry};
 use crate::correlate::{Campaign, Event, Incident, Status};
 use vedetta_common::protocol::{Ack, Advisory, Batch, Heartbeat};
 use vedetta_common::{Indicator, Severity, Signal, Timestamp};
@@ -44,6 +47,8 @@ pub struct Org {
     pub created_at: Timestamp,
     /// The member's own addresses and networks: never correlated as an attacker's.
     pub addresses: Vec<String>,
+    /// Days its signals are kept, when it differs from the collector's `[retention]`.
+    pub retention_days: Option<u32>,
 }
 
 /// An enrolled agent as the collector knows it.
@@ -271,6 +276,45 @@ pub struct ApiUser {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// Which audit entries a query wants.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    /// Continues after this entry (the cursor's `at` is a sequence number).
+    pub cursor: Option<Cursor>,
+    /// Chain order (exports) instead of newest first.
+    pub oldest_first: bool,
+    /// At most this many (0: 1000).
+    pub limit: usize,
+}
+
+/// A legal hold: while active, purging spares an organisation's signals (`scope` `org`)
+/// or a campaign's (`scope` `campaign`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LegalHold {
+    pub id: String,
+    pub scope: String,
+    pub target: String,
+    pub reason: String,
+    pub placed_by: String,
+    pub placed_at: Timestamp,
+    pub released_by: Option<String>,
+    pub released_at: Option<Timestamp>,
+}
+
+/// What one retention purge did (each organisation's part is also in the audit log).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PurgeReport {
+    pub signals_removed: u64,
+    /// Old enough to go, but in a campaign under a legal hold.
+    pub signals_kept_for_campaigns: u64,
+    /// Organisations skipped whole for a legal hold.
+    pub orgs_held: Vec<String>,
+}
+
 /// What one group commit did.
 #[derive(Debug, Default)]
 pub struct IngestOutcome {
@@ -371,4 +415,36 @@ pub trait Store: Send {
     fn user_by_token(&mut self, token_hash: &str) -> Result<Option<ApiUser>, StoreError>;
     fn users(&mut self) -> Result<Vec<ApiUser>, StoreError>;
     fn revoke_user(&mut self, name: &str, now: Timestamp) -> Result<bool, StoreError>;
+
+    /// Sets how long an organisation's signals are kept (`None`: the global setting).
+    fn set_org_retention(&mut self, id: &str, days: Option<u32>) -> Result<(), StoreError>;
+    /// Appends entries to the audit chain, in order; returns their sequence numbers.
+    fn append_audit(&mut self, entries: &[NewAuditEntry]) -> Result<Vec<u64>, StoreError>;
+    fn audit_log(&mut self, filter: &AuditFilter) -> Result<Page<AuditRecord>, StoreError>;
+    /// Walks the whole chain; with `expected_head`, also checks that it still holds it.
+    fn verify_audit(
+        &mut self,
+        expected_head: Option<AuditHead>,
+    ) -> Result<AuditVerification, StoreError>;
+    /// Active holds, or all of them.
+    fn holds(&mut self, include_released: bool) -> Result<Vec<LegalHold>, StoreError>;
+    /// Places a hold; its target (organisation or campaign) must exist.
+    fn place_hold(&mut self, hold: &LegalHold) -> Result<(), StoreError>;
+    /// Releases an active hold; `None` if there is none with this id.
+    fn release_hold(
+        &mut self,
+        id: &str,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<Option<LegalHold>, StoreError>;
+    /// Deletes signals past their organisation's retention (`default_days` when it has
+    /// none of its own; 0 keeps forever), sparing held organisations and campaigns, and
+    /// records each organisation's purge in the audit chain in `actor`'s name
+    /// (`collector` for the scheduled purge).
+    fn purge(
+        &mut self,
+        now: Timestamp,
+        default_days: u32,
+        actor: &str,
+    ) -> Result<PurgeReport, StoreError>;
 }

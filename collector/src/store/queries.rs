@@ -75,16 +75,15 @@ impl Conditions {
             .push_str(&clause.replace('?', &format!("?{number}")));
     }
 
-    /// `(time, id) < (cursor)`, for pages sorted newest first.
+    /// `(time, id) < (cursor)`, for pages sorted newest first. A row-value comparison,
+    /// so that the database seeks the index to the cursor instead of filtering rows.
     fn after(&mut self, time: &str, id: &str, cursor: &Option<Cursor>) {
         if let Some(cursor) = cursor {
             self.values.push(cursor.at.into());
             self.values.push(cursor.id.clone().into());
             let n = self.values.len();
-            self.sql.push_str(&format!(
-                " AND ({time} < ?{a} OR ({time} = ?{a} AND {id} < ?{n}))",
-                a = n - 1
-            ));
+            self.sql
+                .push_str(&format!(" AND ({time}, {id}) < (?{a}, ?{n})", a = n - 1));
         }
     }
 }
@@ -117,13 +116,19 @@ pub fn signals(
 ) -> Result<Page<StoredSignal>, StoreError> {
     let size = page_size(filter.limit);
     let mut conditions = Conditions::default();
-    // With an indicator, walk that value's index (few rows); otherwise the time index.
-    let from = match &filter.indicator {
+    // With an indicator, walk that value's index newest first, in the order of the page
+    // (its rows carry the signal's time and id), so that the busiest address costs what
+    // a rare one does; otherwise the signals' own indexes.
+    let (from, time, id) = match &filter.indicator {
         Some(value) => {
             conditions.push("i.value = ?", value.clone());
-            "signal_indicators i JOIN signals s ON s.id = i.signal_id"
+            (
+                "signal_indicators i JOIN signals s ON s.id = i.signal_id",
+                "i.last_seen",
+                "i.signal_id",
+            )
         }
-        None => "signals s",
+        None => ("signals s", "s.last_seen", "s.id"),
     };
     if let Some(org) = &filter.org {
         conditions.push("s.org = ?", org.clone());
@@ -138,15 +143,16 @@ pub fn signals(
         conditions.push("s.severity >= ?", i64::from(severity.rank()));
     }
     if let Some(since) = filter.since {
-        conditions.push("s.last_seen >= ?", since.0);
+        conditions.push(&format!("{time} >= ?"), since.0);
     }
     if let Some(until) = filter.until {
-        conditions.push("s.last_seen < ?", until.0);
+        conditions.push(&format!("{time} < ?"), until.0);
     }
-    conditions.after("s.last_seen", "s.id", &filter.cursor);
+    conditions.after(time, id, &filter.cursor);
+    // A signal's indicators are distinct (see correlation::on_signal), so no DISTINCT.
     let sql = format!(
-        "SELECT DISTINCT s.org, s.agent_id, s.received_at, s.body, s.last_seen, s.id FROM {from}
-         WHERE 1 = 1{} ORDER BY s.last_seen DESC, s.id DESC LIMIT {size}",
+        "SELECT s.org, s.agent_id, s.received_at, s.body FROM {from}
+         WHERE 1 = 1{} ORDER BY {time} DESC, {id} DESC LIMIT {size}",
         conditions.sql
     );
     let mut statement = connection.prepare_cached(&sql)?;
@@ -279,10 +285,8 @@ const INDICATOR_SCAN: usize = 10_000;
 
 pub fn indicator(connection: &Connection, value: &str) -> Result<IndicatorReport, StoreError> {
     let mut statement = connection.prepare_cached(&format!(
-        "SELECT s.org, s.kind, s.first_seen, s.last_seen FROM
-             (SELECT signal_id FROM signal_indicators WHERE value = ?1
-              ORDER BY last_seen DESC LIMIT {INDICATOR_SCAN}) i
-         JOIN signals s ON s.id = i.signal_id"
+        "SELECT org, kind, first_seen, last_seen FROM signal_indicators WHERE value = ?1
+         ORDER BY last_seen DESC LIMIT {INDICATOR_SCAN}"
     ))?;
     let rows = statement.query_map([value], |row| {
         Ok((

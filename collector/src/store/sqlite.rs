@@ -3,6 +3,7 @@
 //! just a crash of the process. Throughput comes from group commit in the ingest writer,
 //! which puts many batches in one transaction, not from weaker durability.
 
+use super::gate::WriteGate;
 use super::migrations::{MIGRATIONS, latest};
 use super::queries;
 use super::{
@@ -10,6 +11,8 @@ use super::{
     IngestBatch, IngestOutcome, NewAdvisory, Org, Page, SignalFilter, Store, StoreError,
     StoredSignal, TokenRefusal,
 };
+use super::{AuditFilter, LegalHold, PurgeReport, audit};
+use crate::audit::{AuditHead, AuditRecord, AuditVerification, NewAuditEntry, Verifier};
 use crate::correlate::{Campaign, Correlator, Event, Incident};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
@@ -23,6 +26,8 @@ pub struct SqliteStore {
     pub(super) connection: Connection,
     /// Set on the connection that ingests: new signals are correlated as they commit.
     pub(super) correlator: Option<Arc<Correlator>>,
+    /// Turns among this process's writers of the same file (see `gate`).
+    gate: Arc<WriteGate>,
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -46,9 +51,20 @@ impl SqliteStore {
         let mut store = Self {
             connection,
             correlator: None,
+            gate: WriteGate::of(path),
         };
         store.migrate(path)?;
         Ok(store)
+    }
+
+    /// Lets this connection keep up to `mib` MiB of the database in its own page cache
+    /// (SQLite's default is 2 MiB). The ingest writer touches the signal, indicator and
+    /// sighting indexes of every signal: with the default most of its time went to reading
+    /// pages back from the kernel (BENCHMARKS.md, issue 6).
+    pub fn set_cache_mib(&mut self, mib: u32) -> Result<(), StoreError> {
+        self.connection
+            .pragma_update(None, "cache_size", -(i64::from(mib) * 1024))?;
+        Ok(())
     }
 
     /// Correlates every signal this connection ingests from now on.
@@ -128,6 +144,7 @@ const AGENT_COLUMNS: &str = "id, org, label, cert_fingerprint, enrolled_at, revo
 
 impl Store for SqliteStore {
     fn add_org(&mut self, id: &str, name: &str, now: Timestamp) -> Result<(), StoreError> {
+        let _turn = self.gate.enter();
         let inserted = self.connection.execute(
             "INSERT INTO orgs (id, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING",
             params![id, name, now.0],
@@ -139,9 +156,9 @@ impl Store for SqliteStore {
     }
 
     fn orgs(&mut self) -> Result<Vec<Org>, StoreError> {
-        let mut statement = self
-            .connection
-            .prepare("SELECT id, name, created_at, addresses FROM orgs ORDER BY id")?;
+        let mut statement = self.connection.prepare(
+            "SELECT id, name, created_at, addresses, retention_days FROM orgs ORDER BY id",
+        )?;
         let orgs = statement
             .query_map([], |row| {
                 Ok(Org {
@@ -149,6 +166,9 @@ impl Store for SqliteStore {
                     name: row.get(1)?,
                     created_at: Timestamp(row.get(2)?),
                     addresses: serde_json::from_str(&row.get::<_, String>(3)?).unwrap_or_default(),
+                    retention_days: row
+                        .get::<_, Option<i64>>(4)?
+                        .and_then(|days| u32::try_from(days).ok()),
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -156,11 +176,24 @@ impl Store for SqliteStore {
     }
 
     fn set_org_addresses(&mut self, id: &str, addresses: &[String]) -> Result<(), StoreError> {
+        let _turn = self.gate.enter();
         let json = serde_json::to_string(addresses)
             .map_err(|error| StoreError::Corrupt(error.to_string()))?;
         let updated = self.connection.execute(
             "UPDATE orgs SET addresses = ?1 WHERE id = ?2",
             params![json, id],
+        )?;
+        if updated == 0 {
+            return Err(StoreError::NotFound(format!("org {id}")));
+        }
+        Ok(())
+    }
+
+    fn set_org_retention(&mut self, id: &str, days: Option<u32>) -> Result<(), StoreError> {
+        let _turn = self.gate.enter();
+        let updated = self.connection.execute(
+            "UPDATE orgs SET retention_days = ?1 WHERE id = ?2",
+            params![days.map(i64::from), id],
         )?;
         if updated == 0 {
             return Err(StoreError::NotFound(format!("org {id}")));
@@ -175,6 +208,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
+        let _turn = self.gate.enter();
         queries::require_org(&self.connection, org)?;
         self.connection.execute(
             "INSERT INTO enrollment_tokens (token_hash, org, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
@@ -189,6 +223,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         issue: &mut dyn FnMut(&str) -> Result<AgentRecord, String>,
     ) -> Result<Result<AgentRecord, TokenRefusal>, StoreError> {
+        let _turn = self.gate.enter();
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -245,6 +280,7 @@ impl Store for SqliteStore {
     }
 
     fn revoke_agent(&mut self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let _turn = self.gate.enter();
         let known: bool = self.connection.query_row(
             "SELECT EXISTS (SELECT 1 FROM agents WHERE id = ?1)",
             [id],
@@ -273,6 +309,7 @@ impl Store for SqliteStore {
         heartbeat: &Heartbeat,
         now: Timestamp,
     ) -> Result<(), StoreError> {
+        let _turn = self.gate.enter();
         let errors = serde_json::to_string(&heartbeat.source_errors)
             .map_err(|error| StoreError::Corrupt(error.to_string()))?;
         let inventory = heartbeat
@@ -300,6 +337,7 @@ impl Store for SqliteStore {
     }
 
     fn ingest(&mut self, batches: &[IngestBatch]) -> Result<IngestOutcome, StoreError> {
+        let _turn = self.gate.enter();
         let correlator = self.correlator.clone();
         let transaction = self
             .connection
@@ -394,6 +432,7 @@ impl Store for SqliteStore {
     }
 
     fn close_quiet(&mut self, now: Timestamp) -> Result<Vec<Event>, StoreError> {
+        let _turn = self.gate.enter();
         let Some(correlator) = self.correlator.clone() else {
             return Ok(Vec::new());
         };
@@ -438,6 +477,7 @@ impl Store for SqliteStore {
         advisory: &NewAdvisory,
         now: Timestamp,
     ) -> Result<AdvisoryRecord, StoreError> {
+        let _turn = self.gate.enter();
         queries::publish_advisory(&mut self.connection, advisory, now)
     }
 
@@ -451,6 +491,7 @@ impl Store for SqliteStore {
     }
 
     fn withdraw_advisory(&mut self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let _turn = self.gate.enter();
         queries::withdraw_advisory(&mut self.connection, id, now)
     }
 
@@ -465,6 +506,7 @@ impl Store for SqliteStore {
     }
 
     fn add_user(&mut self, user: &ApiUser, token_hash: &str) -> Result<(), StoreError> {
+        let _turn = self.gate.enter();
         queries::add_user(&self.connection, user, token_hash)
     }
 
@@ -477,7 +519,72 @@ impl Store for SqliteStore {
     }
 
     fn revoke_user(&mut self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let _turn = self.gate.enter();
         queries::revoke_user(&self.connection, name, now)
+    }
+
+    fn append_audit(&mut self, entries: &[NewAuditEntry]) -> Result<Vec<u64>, StoreError> {
+        let _turn = self.gate.enter();
+        let tx = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let sequence = audit::append(&tx, entries)?;
+        tx.commit()?;
+        Ok(sequence)
+    }
+
+    fn audit_log(&mut self, filter: &AuditFilter) -> Result<Page<AuditRecord>, StoreError> {
+        audit::page(&self.connection, filter)
+    }
+
+    fn verify_audit(
+        &mut self,
+        expected_head: Option<AuditHead>,
+    ) -> Result<AuditVerification, StoreError> {
+        // One read transaction: a consistent snapshot while writers go on appending.
+        let tx = self.connection.transaction()?;
+        let mut verifier = Verifier::new(expected_head);
+        audit::verify(&tx, &mut verifier)?;
+        tx.commit()?;
+        Ok(verifier.finish())
+    }
+
+    fn holds(&mut self, include_released: bool) -> Result<Vec<LegalHold>, StoreError> {
+        audit::holds(&self.connection, include_released)
+    }
+
+    fn place_hold(&mut self, hold: &LegalHold) -> Result<(), StoreError> {
+        let _turn = self.gate.enter();
+        let tx = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        audit::place_hold(&tx, hold)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn release_hold(
+        &mut self,
+        id: &str,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<Option<LegalHold>, StoreError> {
+        let _turn = self.gate.enter();
+        let tx = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let released = audit::release_hold(&tx, id, by, now)?;
+        tx.commit()?;
+        Ok(released)
+    }
+
+    fn purge(
+        &mut self,
+        now: Timestamp,
+        default_days: u32,
+        actor: &str,
+    ) -> Result<PurgeReport, StoreError> {
+        audit::purge(&mut self.connection, &self.gate, now, default_days, actor)
     }
 }
 

@@ -1,4 +1,9 @@
 //! The command line. Names are a contract (DESIGN.md): scripts and users rely on them.
+//! Every administrative command is recorded in the audit log ([`governance::record_act`]).
+
+mod governance;
+
+use governance::record_act;
 
 use crate::config::{self, CollectorConfig};
 use crate::enroll;
@@ -82,6 +87,15 @@ pub enum Command {
     Query(crate::query::QueryArgs),
     /// Publish, list or withdraw advisories over the HTTPS API.
     Advisory(crate::query::AdvisoryArgs),
+    /// Verify or export the audit log.
+    #[command(subcommand)]
+    Audit(governance::AuditCommand),
+    /// Legal holds: suspend purging for an organisation or a campaign.
+    #[command(subcommand)]
+    Hold(governance::HoldCommand),
+    /// Retention of signals (see `[retention]` and `org retention`).
+    #[command(subcommand)]
+    Retention(governance::RetentionCommand),
     /// The quick start: a collector and agents of three organisations on loopback.
     Demo {
         /// Folder for the demo's data (recreated on each run).
@@ -113,6 +127,17 @@ pub enum OrgCommand {
         org: String,
         #[arg(value_name = "ADDRESS|CIDR")]
         addresses: Vec<String>,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Set how many days an organisation's signals are kept (0: forever), or go back to
+    /// the collector's `[retention] retention_days` with --default.
+    Retention {
+        org: String,
+        #[arg(long, conflicts_with = "default", required_unless_present = "default")]
+        days: Option<u32>,
+        #[arg(long)]
+        default: bool,
         #[command(flatten)]
         data: DataDir,
     },
@@ -233,7 +258,13 @@ fn user_command(command: UserCommand) -> anyhow::Result<()> {
                 created_at: Timestamp::now(),
                 revoked_at: None,
             };
-            open_store(&data.data_dir)?.add_user(&user, &crate::api::auth::token_hash(&token))?;
+            let mut store = open_store(&data.data_dir)?;
+            store.add_user(&user, &crate::api::auth::token_hash(&token))?;
+            record_act(
+                &mut store,
+                "user.add",
+                serde_json::json!({ "user": name, "role": role, "org": user.org }),
+            )?;
             match format {
                 Format::Json => print_json(&serde_json::json!({
                     "name": name, "role": role, "org": user.org, "token": token,
@@ -270,16 +301,22 @@ fn user_command(command: UserCommand) -> anyhow::Result<()> {
             Ok(())
         }
         UserCommand::Revoke { name, data } => {
-            if !open_store(&data.data_dir)?.revoke_user(&name, Timestamp::now())? {
+            let mut store = open_store(&data.data_dir)?;
+            if !store.revoke_user(&name, Timestamp::now())? {
                 bail!("unknown user {name}");
             }
+            record_act(
+                &mut store,
+                "user.revoke",
+                serde_json::json!({ "user": name }),
+            )?;
             println!("user {name} revoked");
             Ok(())
         }
     }
 }
 
-fn open_store(data_dir: &Path) -> anyhow::Result<SqliteStore> {
+pub(crate) fn open_store(data_dir: &Path) -> anyhow::Result<SqliteStore> {
     let path = database_path(data_dir);
     if !path.exists() {
         bail!(
@@ -291,7 +328,7 @@ fn open_store(data_dir: &Path) -> anyhow::Result<SqliteStore> {
     Ok(SqliteStore::open(&path)?)
 }
 
-fn print_json(value: &serde_json::Value) {
+pub(crate) fn print_json(value: &serde_json::Value) {
     println!("{value}");
 }
 
@@ -311,6 +348,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             exit_when_done,
         } => crate::demo::run(data_dir, exit_when_done),
+        Command::Audit(command) => governance::audit(command),
+        Command::Hold(command) => governance::hold(command),
+        Command::Retention(command) => governance::retention(command),
+        Command::Org(OrgCommand::Retention {
+            org,
+            days,
+            default: _,
+            data,
+        }) => {
+            let mut store = open_store(&data.data_dir)?;
+            store.set_org_retention(&org, days)?;
+            record_act(
+                &mut store,
+                "org.retention",
+                serde_json::json!({ "org": org, "retention_days": days }),
+            )?;
+            match days {
+                Some(0) => println!("org {org}: signals kept forever"),
+                Some(days) => println!("org {org}: signals kept {days} days"),
+                None => println!("org {org}: the collector's retention applies"),
+            }
+            Ok(())
+        }
         Command::Org(OrgCommand::Add {
             org,
             name,
@@ -325,6 +385,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if !addresses.is_empty() {
                 store.set_org_addresses(&org, &addresses)?;
             }
+            record_act(
+                &mut store,
+                "org.add",
+                serde_json::json!({ "org": org, "name": name, "addresses": addresses }),
+            )?;
             println!("org {org} added");
             Ok(())
         }
@@ -334,7 +399,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             data,
         }) => {
             let addresses = check_addresses(&addresses)?;
-            open_store(&data.data_dir)?.set_org_addresses(&org, &addresses)?;
+            let mut store = open_store(&data.data_dir)?;
+            store.set_org_addresses(&org, &addresses)?;
+            record_act(
+                &mut store,
+                "org.addresses",
+                serde_json::json!({ "org": org, "addresses": addresses }),
+            )?;
             println!(
                 "org {org}: {} declared address(es); a running collector applies them at its next start",
                 addresses.len()
@@ -374,7 +445,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 now.0
                     .saturating_add(i64::try_from(ttl.as_nanos()).unwrap_or(i64::MAX)),
             );
-            open_store(&data.data_dir)?.create_enrollment_token(&hash, &org, now, expires)?;
+            let mut store = open_store(&data.data_dir)?;
+            store.create_enrollment_token(&hash, &org, now, expires)?;
+            // The token itself is a secret: the log keeps which org and until when.
+            record_act(
+                &mut store,
+                "token.create",
+                serde_json::json!({ "org": org, "expires_at": expires }),
+            )?;
             match format {
                 Format::Json => print_json(&serde_json::json!({
                     "token": token, "org": org, "expires_at": expires,
@@ -419,9 +497,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Agent(AgentCommand::Revoke { id, data }) => {
-            if !open_store(&data.data_dir)?.revoke_agent(&id, Timestamp::now())? {
+            let mut store = open_store(&data.data_dir)?;
+            if !store.revoke_agent(&id, Timestamp::now())? {
                 bail!("unknown agent {id}");
             }
+            record_act(
+                &mut store,
+                "agent.revoke",
+                serde_json::json!({ "agent": id }),
+            )?;
             println!("agent {id} revoked");
             Ok(())
         }
