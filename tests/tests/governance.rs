@@ -319,6 +319,24 @@ fn every_call_and_act_is_recorded_and_auditors_can_recompute_the_chain() {
     assert!(!lines.is_empty());
     assert!(lines.iter().all(|s| s["org"] == "bank"), "{lines:?}");
 
+    // CSV of the signals, for the auditor: every organisation's, with a header.
+    let csv = api.get("/api/v1/signals?format=csv", Some(&auditor));
+    assert_eq!(csv.status, 200);
+    let text = csv.body.as_str().expect("csv text").to_owned();
+    let mut reader = csv_reader(&text);
+    let header: Vec<String> = reader
+        .headers()
+        .expect("header")
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(header, vedetta_collector::export::SIGNAL_COLUMNS);
+    let orgs: std::collections::BTreeSet<String> = reader
+        .records()
+        .map(|r| r.expect("row").get(1).expect("org").to_owned())
+        .collect();
+    assert_eq!(orgs, ["bank".to_owned(), "city".to_owned()].into());
+
     let verdict = api.get("/api/v1/audit/verify", Some(&auditor));
     assert_eq!(verdict.body["ok"], true, "{:?}", verdict.body);
     for mut agent in agents {
@@ -408,5 +426,133 @@ fn the_stix_export_is_valid_stix_2_1() {
     for mut agent in agents {
         assert!(agent.stop(), "{}", agent.log());
     }
+    collector.stop();
+}
+
+/// Sets `[api] tls_certificate` and `tls_key` in the collector's configuration.
+fn use_certificate(collector: &Collector, certificate: &Path, key: &Path) {
+    let path = collector.data_dir.join("collector.toml");
+    let mut config: toml::Table = std::fs::read_to_string(&path)
+        .expect("config")
+        .parse()
+        .expect("toml");
+    let api = config
+        .entry("api")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .expect("[api] is a table");
+    api.insert(
+        "tls_certificate".into(),
+        certificate.display().to_string().into(),
+    );
+    api.insert("tls_key".into(), key.display().to_string().into());
+    std::fs::write(&path, toml::to_string(&config).expect("toml")).expect("write config");
+}
+
+fn openssl(args: &[&str], paths: &[&Path]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .args(paths)
+        .output()
+        .expect("openssl runs (apt-get install openssl)");
+    assert!(output.status.success(), "openssl {args:?}: {output:?}");
+}
+
+/// The operator's own PKI, made with openssl: a CA and, signed by it, the API's
+/// certificate for localhost. Returns (CA certificate, chain file, key).
+fn operator_pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let file = |suffix: &str| dir.join(format!("{name}-{suffix}"));
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "2", "-subj", "/CN=Operator CA"],
+        ]
+        .concat(),
+        &[
+            Path::new("-keyout"),
+            &file("ca.key"),
+            Path::new("-out"),
+            &file("ca.crt"),
+        ],
+    );
+    openssl(
+        &[&["req"][..], &ec, &["-subj", "/CN=collector.example.org"]].concat(),
+        &[
+            Path::new("-keyout"),
+            &file("api.key"),
+            Path::new("-out"),
+            &file("api.csr"),
+        ],
+    );
+    std::fs::write(
+        file("ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("extensions");
+    openssl(
+        &["x509", "-req", "-days", "2", "-set_serial", "7"],
+        &[
+            Path::new("-in"),
+            &file("api.csr"),
+            Path::new("-CA"),
+            &file("ca.crt"),
+            Path::new("-CAkey"),
+            &file("ca.key"),
+            Path::new("-extfile"),
+            &file("ext"),
+            Path::new("-out"),
+            &file("api.crt"),
+        ],
+    );
+    let chain = [
+        std::fs::read_to_string(file("api.crt")).expect("api.crt"),
+        std::fs::read_to_string(file("ca.crt")).expect("ca.crt"),
+    ]
+    .concat();
+    std::fs::write(file("chain.pem"), chain).expect("chain");
+    (file("ca.crt"), file("chain.pem"), file("api.key"))
+}
+
+#[test]
+fn the_api_serves_the_certificate_the_operator_provides() {
+    let mut collector = Collector::init();
+    let dir = collector.dir.path().to_owned();
+    let (ca, certificate, key) = operator_pki(&dir, "operator");
+    let (_, _, other_key) = operator_pki(&dir, "other");
+
+    // A key that is not the certificate's: `serve` refuses to start, and says why.
+    use_certificate(&collector, &certificate, &other_key);
+    let refused = Command::new(binary("vedetta-collector"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&collector.data_dir)
+        .output()
+        .expect("serve runs");
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("does not belong"), "{message}");
+
+    // The right pair: a client that trusts only the operator's CA (not the collector's)
+    // talks to the API.
+    use_certificate(&collector, &certificate, &key);
+    collector.start();
+    let https = collector.https.expect("started");
+    let api = vedetta_e2e::Api::new(https, &std::fs::read(&ca).expect("operator CA"));
+    let health = api.get("/healthz", None);
+    assert_eq!(health.status, 200);
     collector.stop();
 }
