@@ -233,8 +233,14 @@ pub fn run(data_dir: Option<PathBuf>, exit_when_done: bool) -> anyhow::Result<()
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // The dashboard at a port people can remember, when it is free.
+        let port = if std::net::TcpListener::bind(("127.0.0.1", 8443)).is_ok() {
+            8443
+        } else {
+            0
+        };
         let collector =
-            server::start(&collector_dir, None, Some(([127, 0, 0, 1], 0).into())).await?;
+            server::start(&collector_dir, None, Some(([127, 0, 0, 1], port).into())).await?;
         println!(
             "Vedetta demo — collector on udp://{} (data in {})",
             collector.quic_addr,
@@ -318,11 +324,10 @@ pub fn run(data_dir: Option<PathBuf>, exit_when_done: bool) -> anyhow::Result<()
         let token_file = dir.join("analyst.token");
         vedetta_common::files::write_private(&token_file, token.as_bytes())?;
         println!(
-            "\nAsk the API as an analyst (token in {}):\n  vedetta-collector query campaigns --url https://localhost:{} --ca {} --token-file {}",
-            token_file.display(),
-            collector.http_addr.port(),
-            collector_dir.join("ca.crt").display(),
-            token_file.display()
+            "\nDashboard: https://localhost:{port}/ui/\n  log in with the analyst token {token}\n  (the certificate is the demo collector's own CA, {ca}: import it into the browser, or accept the warning for this local demo)\n\nOr ask the API from the command line:\n  vedetta-collector query campaigns --url https://localhost:{port} --ca {ca} --token-file {file}",
+            port = collector.http_addr.port(),
+            ca = collector_dir.join("ca.crt").display(),
+            file = token_file.display()
         );
 
         if exit_when_done {
