@@ -150,6 +150,64 @@ fn read_file(
     Ok(true)
 }
 
+/// Lines of one file in force and expired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Tally {
+    in_force: u64,
+    expired: u64,
+}
+
+/// Counts the lines of `path` in force and expired at `now`, handing each unusable one
+/// (with its number) to `problem`. `Ok(None)`: there is no such file.
+fn tally(
+    path: &Path,
+    now: Timestamp,
+    problem: &mut dyn FnMut(usize, String),
+) -> Result<Option<Tally>, AdvisoryError> {
+    let mut tally = Tally::default();
+    let found = read_file(path, &mut |number, line| {
+        let checked = line.and_then(|line| {
+            normalise(line.kind, &line.value)
+                .map(|_| line.expired(now))
+                .map_err(|error| error.to_string())
+        });
+        match checked {
+            Ok(true) => tally.expired += 1,
+            Ok(false) => tally.in_force += 1,
+            Err(error) => problem(number, error),
+        }
+    })?;
+    Ok(found.then_some(tally))
+}
+
+/// Where an advisories file comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Pushed by the collector (`advisories.ndjson` in the state directory).
+    Collector,
+    /// The member's own list (`[advisories] files`).
+    Local,
+}
+
+/// What one advisories file holds at a given time (for `status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileCount {
+    pub path: PathBuf,
+    pub origin: Origin,
+    /// Whether the file exists (a missing one matches nothing until it does).
+    pub found: bool,
+    /// Entries (one indicator each) matched now.
+    pub in_force: u64,
+    /// Entries past their expiry: no longer matched (the collector's are removed from
+    /// the file at its next update).
+    pub expired: u64,
+    /// Lines that cannot be used (damaged, or not a valid indicator): skipped.
+    pub unusable: u64,
+    /// Why the file could not be read, when it exists but could not be.
+    pub error: Option<String>,
+}
+
 /// Counts unusable lines of one file, naming the first few in the log.
 #[derive(Debug)]
 struct Skipped<'a> {
@@ -470,28 +528,46 @@ impl AdvisoryFiles {
         Ok(table)
     }
 
+    /// What each file holds at `now`, the pushed file first (for `status`). Nothing is
+    /// logged: unusable lines are only counted.
+    pub fn count(&self, now: Timestamp) -> Vec<FileCount> {
+        let pushed = self.pushed.iter().map(|path| (path, Origin::Collector));
+        let local = self.local.iter().map(|path| (path, Origin::Local));
+        pushed
+            .chain(local)
+            .map(|(path, origin)| {
+                let mut unusable = 0;
+                let counted = tally(path, now, &mut |_, _| unusable += 1);
+                let (found, tally, error) = match counted {
+                    Ok(Some(tally)) => (true, tally, None),
+                    Ok(None) => (false, Tally::default(), None),
+                    Err(error) => (true, Tally::default(), Some(error.to_string())),
+                };
+                FileCount {
+                    path: path.clone(),
+                    origin,
+                    found,
+                    in_force: tally.in_force,
+                    expired: tally.expired,
+                    unusable,
+                    error,
+                }
+            })
+            .collect()
+    }
+
     /// `check-config`: every local list, strictly. Returns a line about each file, or
     /// every problem found (with line numbers).
     pub fn check(&self, now: Timestamp) -> Result<Vec<String>, Vec<String>> {
         let (mut report, mut problems) = (Vec::new(), Vec::new());
         for path in &self.local {
-            let (mut indicators, mut expired) = (0usize, 0usize);
             let mut errors = Vec::new();
-            let found = read_file(path, &mut |number, line| {
-                let checked = line.and_then(|line| {
-                    normalise(line.kind, &line.value)
-                        .map(|_| line.expired(now))
-                        .map_err(|error| error.to_string())
-                });
-                match checked {
-                    Ok(true) => expired += 1,
-                    Ok(false) => indicators += 1,
-                    Err(error) => errors.push(format!("{}:{number}: {error}", path.display())),
-                }
+            let found = tally(path, now, &mut |number, error| {
+                errors.push(format!("{}:{number}: {error}", path.display()));
             });
             match found {
-                Ok(true) if errors.is_empty() => report.push(format!(
-                    "{}: {indicators} indicators{}",
+                Ok(Some(Tally { in_force, expired })) if errors.is_empty() => report.push(format!(
+                    "{}: {in_force} indicators{}",
                     path.display(),
                     if expired > 0 {
                         format!(" ({expired} expired)")
@@ -499,8 +575,8 @@ impl AdvisoryFiles {
                         String::new()
                     }
                 )),
-                Ok(true) => problems.extend(errors),
-                Ok(false) => report.push(format!(
+                Ok(Some(_)) => problems.extend(errors),
+                Ok(None) => report.push(format!(
                     "{}: not found (nothing is matched from it until it exists)",
                     path.display()
                 )),
@@ -904,6 +980,48 @@ mod tests {
         let third = view.changed().expect("expired");
         assert!(third.address(address).is_none());
         assert_eq!(third.len(), 1);
+    }
+
+    #[test]
+    fn count_tells_in_force_from_expired_and_unusable_in_each_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut expiring = ip(2, "ADV-2", "198.51.100.2");
+        expiring.expires_at = Timestamp(NOW.0 + 60 * SECOND);
+        merge(
+            dir.path(),
+            &[ip(1, "ADV-1", "198.51.100.1"), expiring],
+            NOW,
+            MAX_PUSHED,
+        )
+        .expect("merge");
+        let local = dir.path().join("local.ndjson");
+        std::fs::write(
+            &local,
+            "{\"type\":\"domain\",\"value\":\"evil.example\"}\nnot json\n\
+             {\"type\":\"ip\",\"value\":\"192.0.2.300\"}\n",
+        )
+        .expect("local");
+        let missing = dir.path().join("missing.ndjson");
+        let files = AdvisoryFiles::new(Some(dir.path()), [local.clone(), missing.clone()]);
+        let later = Timestamp(NOW.0 + 61 * SECOND);
+        let counts = files.count(later);
+        let summary: Vec<(Origin, bool, u64, u64, u64)> = counts
+            .iter()
+            .map(|c| (c.origin, c.found, c.in_force, c.expired, c.unusable))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (Origin::Collector, true, 1, 1, 0),
+                (Origin::Local, true, 1, 0, 2),
+                (Origin::Local, false, 0, 0, 0),
+            ]
+        );
+        assert_eq!(
+            (counts[1].path.as_path(), counts[2].path.as_path()),
+            (local.as_path(), missing.as_path())
+        );
+        assert!(counts.iter().all(|c| c.error.is_none()));
     }
 
     #[test]

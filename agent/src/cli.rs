@@ -3,8 +3,7 @@
 use crate::advisories::{AdvisoryFeed, AdvisoryFiles};
 use crate::config::AgentConfig;
 use crate::spool::Spool;
-use crate::state::{Enrollment, StateLock, StatePaths};
-use crate::uplink::UplinkStatus;
+use crate::state::StatePaths;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::{BufRead, Write as _};
@@ -69,7 +68,66 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Show enrollment, connection, spool depth, drops and last acknowledgement.
+    /// Show enrollment, connection, spool, sources and advisories.
+    ///
+    /// Reads the state directory: it works whether or not the agent runs. A running agent
+    /// writes its sources' state to `sources.json` there when it changes (at most every
+    /// 2 seconds); without a running agent, the configured sources are listed as not
+    /// running, with what was last known of them.
+    ///
+    /// `--format json` prints one object; these field names are stable:
+    ///
+    ///   running              true while an agent holds the state directory's lock
+    ///   enrollment           null, or {collector, org, agent_id, ca_fingerprint, enrolled_at}
+    ///   uplink               null (never connected), or {state: "connected" |
+    ///                        "disconnected" | "stopped", since, collector, last_error}
+    ///   spool                null (no spool yet), or {depth, in_batches, drops_total,
+    ///                        drops_by_severity: [[severity, count]], acked_total,
+    ///                        last_ack_at, invalid_total, dead_letters}
+    ///   spool_capacity       the configured spool.max_signals
+    ///   sources              one object per source (below): those the running agent
+    ///                        reported, else those of the configuration
+    ///   sources_reported_at  when the agent last wrote sources.json (null: never)
+    ///   other_errors         {name: count}: errors outside the sources ("spool")
+    ///   advisories           {in_force, expired, unusable, last_seq, files} (below)
+    ///
+    /// A source:
+    ///
+    ///   name            as in heartbeats: "logs:PATHS", "journald:N", "files",
+    ///                   "network", "host"
+    ///   kind            "logs" | "journald" | "files" | "network" | "host"
+    ///   watches         what it watches, for people
+    ///   state           "starting" | "running" | "waiting" (no file matches yet) |
+    ///                   "failed" | "stopped", as the running agent reports it;
+    ///                   "not_running" (no agent runs) or "unknown" (the agent has not
+    ///                   reported this source yet)
+    ///   reason          why it is waiting or failed, or which part of a running source
+    ///                   is not (null: none)
+    ///   since           when it entered its reported state
+    ///   reported_state  the state in the agent's last report (null: never reported);
+    ///                   differs from `state` only when no agent runs
+    ///   reported_at     when that report was written
+    ///   events          what it read since the agent started: lines (logs), entries
+    ///                   (journald), paths looked at (files), packets (network), looks
+    ///                   at the processes (host)
+    ///   last_event_at   when it last read one (null: never)
+    ///   errors          errors met since the agent started
+    ///   last_error      the last one's text; last_error_at, its time
+    ///
+    /// Advisories (entries, one indicator each, in the collector's advisories.ndjson
+    /// and the `[advisories] files`; withdrawn advisories are deleted when the
+    /// withdrawal arrives, so they are no longer held):
+    ///
+    ///   in_force        matched now, all files together
+    ///   expired         held but past their expiry: no longer matched
+    ///   unusable        lines that cannot be used (skipped)
+    ///   last_seq        the highest sequence number of the collector's feed applied
+    ///                   (0: none received yet)
+    ///   files           [{path, origin: "collector" | "local", found, in_force,
+    ///                   expired, unusable, error}]
+    ///
+    /// Times are RFC 3339, in UTC.
+    #[command(verbatim_doc_comment)]
     Status {
         #[arg(long)]
         config: PathBuf,
@@ -284,81 +342,13 @@ fn rule_errors(errors: Vec<crate::detect::rules::RuleError>) -> anyhow::Error {
     anyhow::anyhow!("invalid rules:\n{}", lines.join("\n"))
 }
 
+/// `status`: see [`crate::status`] and the command's documentation above.
 fn status(config: &AgentConfig, format: Format) -> anyhow::Result<()> {
-    let paths = StatePaths::new(&config.state_dir);
-    let enrollment = Enrollment::load(&paths).ok();
-    let running = StateLock::is_held(&paths);
-    let uplink: Option<UplinkStatus> = std::fs::read(UplinkStatus::file(&paths.dir))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let spool = if paths.spool.exists() {
-        Some(Spool::open(&paths.spool, config.spool.max_signals)?.stats()?)
-    } else {
-        None
-    };
+    let now = Timestamp::now();
+    let status = crate::status::gather(config, now)?;
     match format {
-        Format::Json => println!(
-            "{}",
-            serde_json::json!({
-                "running": running,
-                "enrollment": enrollment,
-                "uplink": uplink,
-                "spool": spool,
-                "spool_capacity": config.spool.max_signals,
-            })
-        ),
-        Format::Text => {
-            println!(
-                "agent:      {}",
-                if running { "running" } else { "not running" }
-            );
-            match &enrollment {
-                Some(e) => println!(
-                    "enrolled:   agent {} of org {} (collector {})",
-                    e.agent_id, e.org, e.collector
-                ),
-                None => println!("enrolled:   no"),
-            }
-            match &uplink {
-                Some(u) => {
-                    let since = u.since.map(|t| t.to_rfc3339()).unwrap_or_default();
-                    println!("uplink:     {} since {since}", u.state);
-                    if let Some(error) = &u.last_error {
-                        println!("last error: {error}");
-                    }
-                }
-                None => println!("uplink:     never connected"),
-            }
-            match &spool {
-                Some(s) => {
-                    println!(
-                        "spool:      {} signals waiting ({} in unacknowledged batches), capacity {}",
-                        s.depth, s.in_batches, config.spool.max_signals
-                    );
-                    println!("delivered:  {} signals", s.acked_total);
-                    let last = s
-                        .last_ack_at
-                        .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
-                    println!("last ack:   {last}");
-                    let by: Vec<String> = s
-                        .drops_by_severity
-                        .iter()
-                        .filter(|(_, n)| *n > 0)
-                        .map(|(severity, n)| format!("{severity} {n}"))
-                        .collect();
-                    println!(
-                        "drops:      {}{}",
-                        s.drops_total,
-                        if by.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({})", by.join(", "))
-                        }
-                    );
-                }
-                None => println!("spool:      not created yet"),
-            }
-        }
+        Format::Json => println!("{}", serde_json::to_string(&status)?),
+        Format::Text => print!("{}", crate::status::render(&status, now)),
     }
     Ok(())
 }

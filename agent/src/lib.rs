@@ -10,7 +10,8 @@
 //!   together; [`privacy`]: what may leave the host; [`replay`]: the pipeline on a file;
 //! * [`advisories`]: the indicators pushed by the collector and listed by the member,
 //!   on disk and shared by every source;
-//! * [`health`]: heartbeat and `agent_health`; [`run`]: wiring; [`state`]: files on disk.
+//! * [`health`]: heartbeat, `agent_health` and the sources' state; [`run`]: wiring;
+//!   [`state`]: files on disk; [`status`]: what `vedetta-agent status` shows.
 #![forbid(unsafe_code)]
 
 pub mod advisories;
@@ -26,5 +27,6 @@ pub mod run;
 pub mod sources;
 pub mod spool;
 pub mod state;
+pub mod status;
 pub mod tls;
 pub mod uplink;

@@ -2,11 +2,13 @@
 //! spool (or, with `--dry-run`, prints them as NDJSON and sends nothing); the uplink
 //! delivers the spool. One shutdown signal reaches every task: sources stop, the sink
 //! writes what it holds, the uplink delivers for a grace period, then the process exits.
+//! What each source is doing is kept by [`Health`] and written to `sources.json` for
+//! `vedetta-agent status`.
 
 use crate::advisories::{AdvisoryFeed, AdvisoryFiles};
 use crate::config::AgentConfig;
 use crate::detect::engine::EngineConfig;
-use crate::health::Health;
+use crate::health::{Health, SourceState, SourceTable, SourcesReport};
 use crate::privacy::PrivacyFilter;
 use crate::sources::files::{self, FileSource};
 use crate::sources::journald::{self, JournaldSource};
@@ -20,18 +22,26 @@ use anyhow::Context as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tracing::{info, warn};
 use vedetta_common::Signal;
+use vedetta_common::service::{self, Progress, Watchdog};
 use vedetta_common::shutdown::{self, Shutdown};
 
 /// Signals waiting between the sources and the sink.
 const CHANNEL: usize = 4096;
 /// How often the health reporter checks the spool for new drops.
 const DROP_CHECK: Duration = Duration::from_secs(2);
+/// The health reporter goes round every [`DROP_CHECK`]: this long without a round, the
+/// pipeline is wedged (the spool's lock held, the sink not taking signals, the runtime
+/// stuck) and the systemd watchdog is no longer fed.
+const STALLED: Duration = Duration::from_secs(30);
+/// `sources.json` is written at most this often (and only when something changed).
+pub const SOURCES_PUBLISH: Duration = Duration::from_secs(2);
 /// At most one drop report this often: with a full spool, each report may itself push
 /// out another signal, and the report must not become a flood of its own.
 const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(30);
@@ -48,9 +58,10 @@ pub fn host_name() -> Option<String> {
 type SourceBody<S> = fn(S, mpsc::Sender<Signal>, Arc<Health>, Arc<AtomicBool>);
 
 /// Starts a source on a thread of its own, so that a slow or flooded source never delays
-/// another.
+/// another. When the body returns, the source is stopped; if it panicked, failed.
 fn spawn_source<S: Send + 'static>(
-    name: String,
+    thread: String,
+    name: &str,
     source: S,
     body: SourceBody<S>,
     sender: &mpsc::Sender<Signal>,
@@ -58,9 +69,78 @@ fn spawn_source<S: Send + 'static>(
     stop: &Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let (sender, health, stop) = (sender.clone(), Arc::clone(health), Arc::clone(stop));
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(move || body(source, sender, health, stop))
+    let name = name.to_owned();
+    std::thread::Builder::new().name(thread).spawn(move || {
+        let source_health = Arc::clone(&health);
+        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            body(source, sender, source_health, stop);
+        }));
+        match ended {
+            Ok(()) => health.source_state(&name, SourceState::Stopped, None),
+            Err(_) => {
+                let text = "stopped after an internal error (see the agent's log)";
+                health.source_error(&name, &text);
+                health.source_state(&name, SourceState::Failed, Some(text));
+            }
+        }
+    })
+}
+
+/// Passes `opened` on; a source that cannot be opened is marked failed with the error
+/// (and `sources.json` written at once, since the agent is about to stop).
+fn opening<T>(
+    health: &Health,
+    sources_file: Option<&Path>,
+    name: &str,
+    opened: anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if let Err(error) = &opened {
+        health.source_state(name, SourceState::Failed, Some(&format!("{error:#}")));
+        if let Some(file) = sources_file
+            && let Err(error) = health.publish_sources(file, &mut None)
+        {
+            warn!(%error, "cannot write the sources' state");
+        }
+    }
+    opened
+}
+
+/// Writes `sources.json` when the sources' state changed since `last` was written, at
+/// most every [`SOURCES_PUBLISH`], and a last time at shutdown (after the sources
+/// stopped).
+async fn publish_sources(
+    health: Arc<Health>,
+    file: PathBuf,
+    mut last: Option<SourceTable>,
+    mut shutdown: Shutdown,
+) {
+    let mut every = tokio::time::interval(SOURCES_PUBLISH);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = every.tick() => false,
+            () = shutdown.wait() => true,
+        };
+        let (health, file, previous) = (Arc::clone(&health), file.clone(), last.take());
+        let written = tokio::task::spawn_blocking(move || {
+            let mut last = previous;
+            let result = health.publish_sources(&file, &mut last);
+            (result, last)
+        })
+        .await;
+        match written {
+            Ok((result, written)) => {
+                last = written;
+                if let Err(error) = result {
+                    warn!(%error, "cannot write the sources' state");
+                }
+            }
+            Err(error) => warn!(%error, "cannot write the sources' state"),
+        }
+        if stopping {
+            return;
+        }
+    }
 }
 
 /// Where signals go.
@@ -86,7 +166,7 @@ async fn write_out(sink: &Sink, signals: Vec<Signal>, health: &Health) {
                     wake.notify_one();
                 }
                 Err(error) => {
-                    health.source_error("spool");
+                    health.source_error("spool", &error);
                     warn!(%error, "cannot write to the spool");
                 }
             }
@@ -135,6 +215,7 @@ async fn health_reporter(
     spool: Option<SharedSpool>,
     interval: Duration,
     signals: mpsc::Sender<Signal>,
+    progress: Progress,
     mut shutdown: Shutdown,
 ) {
     let stats = |spool: Option<SharedSpool>| async move {
@@ -170,12 +251,25 @@ async fn health_reporter(
                 return;
             }
         }
+        progress.mark();
     }
+}
+
+/// The watchdog's liveness check: the health reporter went round lately.
+fn pipeline_alive(progress: &Progress) -> Result<(), String> {
+    let idle = progress.idle();
+    if idle > STALLED {
+        return Err(format!(
+            "the health reporter has not gone round for {} s",
+            idle.as_secs()
+        ));
+    }
+    Ok(())
 }
 
 /// Reads the agent's identity for mutual TLS.
 pub fn session_client(paths: &StatePaths) -> anyhow::Result<quinn::ClientConfig> {
-    let read = |path: &std::path::Path| {
+    let read = |path: &Path| {
         std::fs::read(path)
             .with_context(|| format!("reading {} (is this agent enrolled?)", path.display()))
     };
@@ -199,6 +293,7 @@ pub async fn run(
     vedetta_common::files::create_private_dir(&paths.dir)
         .with_context(|| format!("creating {}", paths.dir.display()))?;
     let health = Arc::new(Health::new());
+    health.register(&crate::sources::configured(&config));
     let privacy = Arc::new(PrivacyFilter::open(
         &paths.dir.join("privacy.key"),
         config.privacy.clone(),
@@ -221,12 +316,21 @@ pub async fn run(
     let mut uplink_task = None;
     let _lock;
 
+    // Only the agent holding the state directory's lock reports its sources there.
+    let mut sources_file = None;
+    let mut published = None;
     let (sink, spool) = if dry_run {
         info!("dry run: signals are printed, nothing is sent");
         (Sink::Stdout, None)
     } else {
         let enrollment = Enrollment::load(&paths)?;
         _lock = StateLock::acquire(&paths)?;
+        // At once: what an earlier run reported is not this run's state.
+        let file = SourcesReport::file(&paths.dir);
+        if let Err(error) = health.publish_sources(&file, &mut published) {
+            warn!(%error, "cannot write the sources' state");
+        }
+        sources_file = Some(file);
         let client = session_client(&paths)?;
         let open = || Spool::open(&paths.spool, config.spool.max_signals);
         let sink_spool: SharedSpool = Arc::new(Mutex::new(open()?));
@@ -272,18 +376,26 @@ pub async fn run(
                 .spawn(move || feed.watch(&stop))?,
         );
     }
+    let sources_file = sources_file.as_deref();
     for (index, source_config) in config.sources.logs.iter().enumerate() {
-        let source = LogSource::open(
-            index,
-            source_config,
-            &paths.dir,
-            rules.clone(),
-            engine.clone(),
-        )
-        .with_context(|| format!("opening log source {}", source_config.paths.join(", ")))?
+        let name = live::source_name(source_config);
+        let source = opening(
+            &health,
+            sources_file,
+            &name,
+            LogSource::open(
+                index,
+                source_config,
+                &paths.dir,
+                rules.clone(),
+                engine.clone(),
+            )
+            .with_context(|| format!("opening log source {}", source_config.paths.join(", "))),
+        )?
         .with_advisories(advisories.view());
         source_threads.push(spawn_source(
             format!("log-source-{index}"),
+            &name,
             source,
             live::run,
             &sender,
@@ -293,16 +405,23 @@ pub async fn run(
     }
 
     for (index, journal_config) in config.sources.journald.iter().enumerate() {
-        let source = JournaldSource::open(
-            index,
-            journal_config,
-            &paths.dir,
-            rules.clone(),
-            engine.clone(),
+        let name = journald::source_name(index);
+        let source = opening(
+            &health,
+            sources_file,
+            &name,
+            JournaldSource::open(
+                index,
+                journal_config,
+                &paths.dir,
+                rules.clone(),
+                engine.clone(),
+            ),
         )?
         .with_advisories(advisories.view());
         source_threads.push(spawn_source(
             format!("journald-{index}"),
+            &name,
             source,
             journald::run,
             &sender,
@@ -312,15 +431,17 @@ pub async fn run(
     }
 
     if let Some(files_config) = &config.sources.files {
-        let file_rules =
-            crate::detect::files::load(config.rules_dir.as_deref()).map_err(|errors| {
+        let opened = crate::detect::files::load(config.rules_dir.as_deref())
+            .map_err(|errors| {
                 let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 anyhow::anyhow!("invalid file rules:\n{}", lines.join("\n"))
-            })?;
-        let source = FileSource::open(files_config, &paths.dir, file_rules)?
+            })
+            .and_then(|file_rules| FileSource::open(files_config, &paths.dir, file_rules));
+        let source = opening(&health, sources_file, files::SOURCE_NAME, opened)?
             .with_advisories(advisories.view());
         source_threads.push(spawn_source(
             "files".into(),
+            files::SOURCE_NAME,
             source,
             files::run,
             &sender,
@@ -334,6 +455,7 @@ pub async fn run(
     if let Some(host_config) = &config.sources.host {
         source_threads.push(spawn_source(
             "host".into(),
+            crate::sources::host::SOURCE_NAME,
             crate::sources::host::HostSource::new(host_config),
             crate::sources::host::run,
             &sender,
@@ -342,9 +464,15 @@ pub async fn run(
         )?);
     }
     if let Some(network_config) = &config.sources.network {
-        let source = NetworkSource::open(network_config, advisories.view())?;
+        let source = opening(
+            &health,
+            sources_file,
+            network::SOURCE_NAME,
+            NetworkSource::open(network_config, advisories.view()),
+        )?;
         source_threads.push(spawn_source(
             "network".into(),
+            network::SOURCE_NAME,
             source,
             network::run,
             &sender,
@@ -353,17 +481,33 @@ pub async fn run(
         )?);
     }
 
+    let publisher = sources_file.map(|file| {
+        tokio::spawn(publish_sources(
+            Arc::clone(&health),
+            file.to_owned(),
+            published,
+            shutdown.clone(),
+        ))
+    });
+    let progress = Progress::new();
     let reporter = tokio::spawn(health_reporter(
         Arc::clone(&health),
         spool,
         config.health.interval,
         sender,
+        progress.clone(),
         shutdown.clone(),
     ));
     let sink = tokio::spawn(sink_task(sink, receiver, Arc::clone(&health), privacy));
+    // Under systemd (Type=notify): ready now that the spool and the sources are open, and
+    // the watchdog fed while the pipeline goes round.
+    service::ready();
+    let watchdog = Watchdog::start(move || std::future::ready(pipeline_alive(&progress)));
 
     stop.await;
     info!("shutting down");
+    watchdog.stop().await;
+    service::stopping();
     stop_sources.store(true, Ordering::Relaxed);
     let _ = tokio::task::spawn_blocking(move || {
         for thread in source_threads {
@@ -374,6 +518,9 @@ pub async fn run(
     trigger.trigger();
     let _ = reporter.await;
     let _ = sink.await;
+    if let Some(publisher) = publisher {
+        let _ = publisher.await;
+    }
     uplink_trigger.trigger();
     if let Some(uplink) = uplink_task {
         let _ = uplink.await;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use vedetta_agent::sources::logs::tail::{
-    Line, READ_CHUNK, TailConfig, TailError, TailStats, Tailer,
+    Line, READ_CHUNK, TailCondition, TailConfig, TailError, TailStats, Tailer,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -439,6 +439,38 @@ fn unreadable_and_deleted_files_are_counted_once_and_the_others_keep_being_read(
     assert_eq!(lines, ["g2 unfinished", "o2"]);
     assert_eq!(tailer.stats().open_files, 1, "deleted file closed");
     assert_eq!(tailer.stats().errors, 2);
+}
+
+#[test]
+fn the_condition_tells_missing_files_from_unreadable_ones_and_from_followed_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("app.log");
+    let dangling = dir.path().join("dangling.log");
+    std::os::unix::fs::symlink(dir.path().join("missing"), &dangling).expect("symlink");
+    let pattern = dir.path().join("dangl*.log");
+    let mut tailer = open_tailer(from_start(&[&log, &pattern]), &dir.path().join("tail.json"));
+    assert_eq!(
+        tailer.condition(),
+        TailCondition::default(),
+        "before a poll"
+    );
+    assert!(tailer.poll(10).is_empty());
+    let condition = tailer.condition();
+    assert_eq!(condition.following, 0);
+    assert_eq!(condition.unmatched, [log.to_string_lossy().into_owned()]);
+    assert_eq!(condition.failing.len(), 1);
+    assert_eq!(condition.failing[0].0, dangling.to_string_lossy());
+    assert!(
+        condition.failing[0].1.contains("No such file"),
+        "{condition:?}"
+    );
+
+    append(&log, "one\n");
+    assert_eq!(poll_for(&mut tailer, 1), ["one"]);
+    let condition = tailer.condition();
+    assert_eq!(condition.following, 1);
+    assert!(condition.unmatched.is_empty(), "{condition:?}");
+    assert_eq!(condition.failing.len(), 1, "the link still dangles");
 }
 
 #[test]

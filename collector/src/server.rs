@@ -1,6 +1,7 @@
 //! `serve`: wires the store, the correlator, the group-commit writer, the QUIC endpoint,
 //! the advisory feed, the HTTPS API and the periodic tasks (revocations, closing quiet
-//! campaigns) together, and takes them down in order on shutdown.
+//! campaigns) together, and takes them down in order on shutdown; [`alive`] is the
+//! liveness check that the systemd watchdog of `serve` relies on.
 
 use crate::api::audit::AuditWriter;
 use crate::api::{self, ApiState, ReadPool};
@@ -24,6 +25,9 @@ use vedetta_common::protocol::ErrorCode;
 use vedetta_common::shutdown::{self, Shutdown, ShutdownTrigger};
 
 pub const DATABASE_FILE: &str = "vedetta.db";
+
+/// A group commit taking longer than this means the ingest writer is stuck.
+const WRITER_STUCK: Duration = Duration::from_secs(60);
 
 pub fn database_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DATABASE_FILE)
@@ -197,6 +201,29 @@ pub async fn start(
         writer: writer_thread,
         audit_writer: audit_thread,
     })
+}
+
+/// Proof of life for the systemd watchdog, cheap enough to run every few seconds: the
+/// ingest writer thread runs and is not stuck in one commit, and the shared store (whose
+/// lock enrollment, identity checks and heartbeats take) answers a one-row read. The
+/// watchdog also bounds how long this may take.
+pub async fn alive(context: Arc<IngestContext>) -> Result<(), String> {
+    if !context.writer.is_running() {
+        return Err("the ingest writer thread has stopped".into());
+    }
+    if let Some(busy) = context.writer.busy_for()
+        && busy > WRITER_STUCK
+    {
+        return Err(format!(
+            "the ingest writer has been on one commit for {} s",
+            busy.as_secs()
+        ));
+    }
+    context
+        .with_store(|store| store.max_advisory_seq())
+        .await
+        .map(drop)
+        .map_err(|error| format!("the store does not answer: {error}"))
 }
 
 /// Closes quiet campaigns and incidents now and then, telling the live stream.

@@ -5,7 +5,10 @@
 
 use crate::correlate::Event;
 use crate::store::{IngestBatch, SqliteStore, Store};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 use vedetta_common::protocol::Ack;
@@ -32,6 +35,26 @@ struct Job {
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
     queue: mpsc::Sender<Job>,
+    busy: Arc<Busy>,
+}
+
+/// Since when the writer works on its current group, for the watchdog's liveness check.
+#[derive(Debug)]
+struct Busy {
+    origin: Instant,
+    /// Milliseconds after `origin`, plus one, when the group was taken; 0 while idle.
+    since_ms: AtomicU64,
+}
+
+impl Busy {
+    fn start(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.since_ms.store(ms + 1, Ordering::Relaxed);
+    }
+
+    fn end(&self) {
+        self.since_ms.store(0, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -52,6 +75,24 @@ impl WriterHandle {
             .map_err(|_| CommitError::Closed)?;
         answer.await.map_err(|_| CommitError::Closed)?
     }
+
+    /// Whether the writer thread still runs: it ends only once every handle is gone, so
+    /// while one is held, a stopped writer is one that panicked.
+    pub fn is_running(&self) -> bool {
+        !self.queue.is_closed()
+    }
+
+    /// How long the writer has been committing its current group; `None` while it waits
+    /// for work. A commit takes milliseconds to seconds: minutes mean the writer is stuck.
+    pub fn busy_for(&self) -> Option<Duration> {
+        match self.busy.since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => {
+                let taken = self.busy.origin + Duration::from_millis(since - 1);
+                Some(taken.elapsed())
+            }
+        }
+    }
 }
 
 /// Starts the writer thread. It ends when every handle is dropped, after committing what
@@ -62,10 +103,16 @@ pub fn start(
     on_event: impl Fn(Event) + Send + 'static,
 ) -> std::io::Result<(WriterHandle, JoinHandle<()>)> {
     let (queue, mut jobs) = mpsc::channel::<Job>(QUEUE);
+    let busy = Arc::new(Busy {
+        origin: Instant::now(),
+        since_ms: AtomicU64::new(0),
+    });
+    let marker = Arc::clone(&busy);
     let thread = std::thread::Builder::new()
         .name("ingest-writer".into())
         .spawn(move || {
             while let Some(first) = jobs.blocking_recv() {
+                marker.start();
                 let mut signals = first.batch.batch.signals.len();
                 let mut group = vec![first];
                 while signals < MAX_GROUP_SIGNALS {
@@ -95,7 +142,8 @@ pub fn start(
                         }
                     }
                 }
+                marker.end();
             }
         })?;
-    Ok((WriterHandle { queue }, thread))
+    Ok((WriterHandle { queue, busy }, thread))
 }

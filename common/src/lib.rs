@@ -4,7 +4,9 @@
 //! both sides need to agree on who is talking.
 //!
 //! Everything here is pure logic with no sockets, files or clocks, except the two small
-//! async frame helpers in [`codec`] that work on any `AsyncRead`/`AsyncWrite`.
+//! async frame helpers in [`codec`] that work on any `AsyncRead`/`AsyncWrite`, the
+//! shutdown signal in [`shutdown`], and the service manager's notifications (systemd's
+//! readiness and watchdog) in [`service`].
 #![forbid(unsafe_code)]
 
 pub mod address;
@@ -14,6 +16,7 @@ pub mod duration;
 pub mod files;
 pub mod identity;
 pub mod protocol;
+pub mod service;
 pub mod shutdown;
 pub mod signal;
 

@@ -1,10 +1,12 @@
 //! Headless Chromium for end-to-end tests of the dashboard, driven over W3C WebDriver by
 //! Debian's `chromedriver` (packages `chromium` and `chromium-driver`).
 //!
-//! The client is the few WebDriver commands the tests use, spoken as JSON over plain HTTP
-//! to chromedriver on loopback with the `ureq` the harness already has: a WebDriver crate
-//! would bring an async HTTP stack and Unicode segmentation tables to build on two cores
-//! for what is here a few dozen lines.
+//! The WebDriver client is `fantoccini`, speaking plain HTTP to chromedriver on loopback
+//! (no TLS: the driver is a local child process). It is async; [`Browser`] owns a
+//! current-thread tokio runtime and runs each command to completion, so that the tests
+//! stay plain sequential code. Two commands of Chromium's driver beyond the standard go
+//! through fantoccini's extension point ([`WebDriverCompatibleCommand`]): the browser's
+//! console log and a screenshot of the whole page.
 //!
 //! The browser trusts the collector's certificate precisely: Chromium is told the SHA-256
 //! of that certificate's public key (`--ignore-certificate-errors-spki-list`, which it
@@ -14,14 +16,20 @@
 use crate::DEADLINE;
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
+use fantoccini::wd::WebDriverCompatibleCommand;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
+// The `http` crate of fantoccini's commands, which ureq re-exports.
+use ureq::http::Method;
 
-/// The key under which WebDriver names an element.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+pub use fantoccini::elements::Element;
 
 /// Where Debian installs the browser and its driver.
 const CHROMIUM: &[&str] = &["/usr/bin/chromium", "/usr/bin/chromium-browser"];
@@ -121,31 +129,78 @@ pub struct Options {
     pub height: u32,
 }
 
-/// An element of the page, by its WebDriver reference.
-#[derive(Debug, Clone)]
-pub struct Element(String);
+/// A command of Chromium's driver that the W3C standard does not have: `POST` of `body`
+/// to `/session/{id}/{path}`.
+#[derive(Debug)]
+struct ChromeCommand {
+    path: &'static str,
+    body: Value,
+}
+
+impl WebDriverCompatibleCommand for ChromeCommand {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        let session = session_id.unwrap_or_default();
+        base_url.join(&format!("session/{session}/{}", self.path))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (Method, Option<String>) {
+        (Method::POST, Some(self.body.to_string()))
+    }
+}
+
+/// chromedriver, stopped when dropped.
+#[derive(Debug)]
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// A headless Chromium session behind its own chromedriver.
 #[derive(Debug)]
 pub struct Browser {
-    http: ureq::Agent,
-    base: String,
-    driver: Child,
-    /// The browser profile, deleted with the session.
-    profile: tempfile::TempDir,
+    client: Client,
+    /// Runs the client's futures, and its connection to the driver between them.
+    runtime: tokio::runtime::Runtime,
+    _driver: Driver,
+    /// The browser profile, deleted after the browser quit.
+    _profile: tempfile::TempDir,
+}
+
+/// Runs `future` on `runtime`, for at most twice the deadline: a driver that stops
+/// answering fails the test instead of hanging it.
+fn run<T, E: std::error::Error + Send + Sync + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    what: &str,
+    future: impl Future<Output = Result<T, E>>,
+) -> anyhow::Result<T> {
+    runtime
+        // The timer is made inside the runtime, which it needs.
+        .block_on(async { tokio::time::timeout(DEADLINE * 2, future).await })
+        .with_context(|| format!("WebDriver {what}: no answer"))?
+        .with_context(|| format!("WebDriver {what}"))
 }
 
 impl Browser {
     /// Starts chromedriver on a free loopback port and a headless Chromium session.
     pub fn start(tools: &Tools, options: &Options) -> anyhow::Result<Self> {
-        let mut driver = Command::new(&tools.chromedriver)
-            .args(["--port=0", "--log-level=WARNING"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("start {}", tools.chromedriver.display()))?;
-        let stdout = driver.stdout.take().context("chromedriver stdout")?;
+        let mut driver = Driver(
+            Command::new(&tools.chromedriver)
+                .args(["--port=0", "--log-level=WARNING"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| format!("start {}", tools.chromedriver.display()))?,
+        );
+        let stdout = driver.0.stdout.take().context("chromedriver stdout")?;
         let (sender, receiver) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -155,26 +210,14 @@ impl Browser {
                 }
             }
         });
-        let port = match receiver.recv_timeout(DEADLINE) {
-            Ok(port) => port,
-            Err(_) => {
-                let _ = driver.kill();
-                let _ = driver.wait();
-                bail!("chromedriver did not say which port it listens on");
-            }
-        };
-        let http = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(DEADLINE * 2))
-            .build()
-            .new_agent();
+        let port = receiver
+            .recv_timeout(DEADLINE)
+            .context("chromedriver did not say which port it listens on")?;
         let profile = tempfile::tempdir().context("browser profile directory")?;
-        let mut browser = Self {
-            http,
-            base: format!("http://127.0.0.1:{port}"),
-            driver,
-            profile,
-        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("tokio runtime for the WebDriver client")?;
         let mut args = vec![
             "--headless=new".to_owned(),
             "--disable-gpu".to_owned(),
@@ -188,7 +231,7 @@ impl Browser {
             "--force-device-scale-factor=1".to_owned(),
             "--lang=en-GB".to_owned(),
             format!("--window-size={},{}", options.width, options.height),
-            format!("--user-data-dir={}", browser.profile.path().display()),
+            format!("--user-data-dir={}", profile.path().display()),
         ];
         if !options.trusted_spki.is_empty() {
             args.push(format!(
@@ -200,122 +243,91 @@ impl Browser {
         if nix::unistd::geteuid().is_root() {
             args.push("--no-sandbox".to_owned());
         }
-        let capabilities = json!({
-            "capabilities": {
-                "alwaysMatch": {
-                    "browserName": "chrome",
-                    "acceptInsecureCerts": false,
-                    "pageLoadStrategy": "normal",
-                    "goog:loggingPrefs": { "browser": "ALL" },
-                    "goog:chromeOptions": {
-                        "binary": tools.chromium.to_string_lossy(),
-                        "args": args,
-                    },
-                },
+        let Value::Object(capabilities) = json!({
+            "browserName": "chrome",
+            "acceptInsecureCerts": false,
+            "pageLoadStrategy": "normal",
+            "goog:loggingPrefs": { "browser": "ALL" },
+            "goog:chromeOptions": {
+                "binary": tools.chromium.to_string_lossy(),
+                "args": args,
             },
-        });
-        let session = browser.command("POST", "/session", Some(&capabilities))?;
-        let id = session["sessionId"]
-            .as_str()
-            .context("no session id in the new session's answer")?;
-        browser.base = format!("{}/session/{id}", browser.base);
-        Ok(browser)
-    }
-
-    /// One WebDriver command; its `value`, or the driver's error.
-    fn command(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let response = match (method, body) {
-            ("GET", _) => self.http.get(&url).call(),
-            ("DELETE", _) => self.http.delete(&url).call(),
-            (_, Some(body)) => self.http.post(&url).send_json(body),
-            (_, None) => self.http.post(&url).send_json(json!({})),
+        }) else {
+            unreachable!("capabilities are an object")
         };
-        let mut response = response.with_context(|| format!("WebDriver {method} {path}"))?;
-        let status = response.status().as_u16();
-        let answer: Value = response
-            .body_mut()
-            .read_json()
-            .with_context(|| format!("WebDriver {method} {path}: answer"))?;
-        let value = answer.get("value").cloned().unwrap_or(Value::Null);
-        if status >= 400 {
-            bail!(
-                "WebDriver {method} {path}: {} ({})",
-                value["error"].as_str().unwrap_or("error"),
-                value["message"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-            );
-        }
-        Ok(value)
-    }
-
-    fn element_command(
-        &self,
-        element: &Element,
-        method: &str,
-        what: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<Value> {
-        self.command(method, &format!("/element/{}/{what}", element.0), body)
+        let client = run(
+            &runtime,
+            "new session",
+            ClientBuilder::new(HttpConnector::new())
+                .capabilities(capabilities)
+                .connect(&format!("http://127.0.0.1:{port}")),
+        )?;
+        Ok(Self {
+            client,
+            runtime,
+            _driver: driver,
+            _profile: profile,
+        })
     }
 
     /// Opens `url` and waits for it to load.
     pub fn goto(&self, url: &str) -> anyhow::Result<()> {
-        self.command("POST", "/url", Some(&json!({ "url": url })))
-            .map(drop)
+        run(&self.runtime, "navigate", self.client.goto(url))
     }
 
     pub fn current_url(&self) -> anyhow::Result<String> {
-        Ok(self
-            .command("GET", "/url", None)?
-            .as_str()
-            .unwrap_or_default()
-            .to_owned())
+        run(&self.runtime, "current url", self.client.current_url()).map(String::from)
     }
 
     /// Runs `script` (a function body; `arguments` holds `args`) in the page; its return value.
     pub fn execute(&self, script: &str, args: &[Value]) -> anyhow::Result<Value> {
-        self.command(
-            "POST",
-            "/execute/sync",
-            Some(&json!({ "script": script, "args": args })),
+        run(
+            &self.runtime,
+            "execute script",
+            self.client.execute(script, args.to_vec()),
         )
     }
 
     /// The first element matching the CSS `selector`, if there is one now.
     pub fn find(&self, selector: &str) -> anyhow::Result<Option<Element>> {
-        let found = self.command(
-            "POST",
-            "/elements",
-            Some(&json!({ "using": "css selector", "value": selector })),
+        let all = run(
+            &self.runtime,
+            "find elements",
+            self.client.find_all(Locator::Css(selector)),
         )?;
-        Ok(found
-            .as_array()
-            .and_then(|all| all.first())
-            .and_then(|element| element[ELEMENT].as_str())
-            .map(|id| Element(id.to_owned())))
+        Ok(all.into_iter().next())
     }
 
     /// Waits until an element matches `selector`, and returns it.
     pub fn wait_for(&self, selector: &str) -> Element {
-        let mut found = None;
-        self.wait(&format!("an element matching {selector}"), || {
-            found = self.find(selector).ok().flatten();
-            found.is_some()
-        });
-        found.expect("found")
+        let waited = run(
+            &self.runtime,
+            "wait for an element",
+            self.client
+                .wait()
+                .at_most(DEADLINE)
+                .every(Duration::from_millis(50))
+                .for_element(Locator::Css(selector)),
+        );
+        waited.unwrap_or_else(|error| {
+            self.fail(&format!("an element matching {selector} ({error:#})"))
+        })
     }
 
     /// Waits until `script` (a function body) returns true in the page.
     pub fn wait_script(&self, what: &str, script: &str, args: &[Value]) {
-        self.wait(what, || {
-            self.execute(script, args)
-                .is_ok_and(|value| value == Value::Bool(true))
-        });
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        while !self
+            .execute(script, args)
+            .is_ok_and(|value| value == Value::Bool(true))
+        {
+            if start.elapsed() > DEADLINE {
+                self.fail(what);
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
     }
 
     /// Waits until the text of the first element matching `selector` contains `text`.
@@ -327,21 +339,13 @@ impl Browser {
         );
     }
 
-    /// Polls `condition` like [`crate::wait_until`], and fails with the page's address and text.
-    fn wait(&self, what: &str, mut condition: impl FnMut() -> bool) {
-        let start = std::time::Instant::now();
-        let mut pause = std::time::Duration::from_millis(20);
-        while !condition() {
-            if start.elapsed() > DEADLINE {
-                panic!(
-                    "timed out waiting for {what}; page {} shows:\n{}",
-                    self.current_url().unwrap_or_default(),
-                    self.text("body").unwrap_or_default()
-                );
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(std::time::Duration::from_millis(200));
-        }
+    /// Fails the test after waiting in vain for `what`, with the page's address and text.
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "timed out waiting for {what}; page {} shows:\n{}",
+            self.current_url().unwrap_or_default(),
+            self.text("body").unwrap_or_default()
+        );
     }
 
     /// The text of the first element matching `selector` ("" when there is none).
@@ -359,52 +363,44 @@ impl Browser {
             "return [...document.querySelectorAll(arguments[0])].map((e) => e.textContent.trim());",
             &[json!(selector)],
         )?;
-        Ok(value
-            .as_array()
-            .map(|all| {
-                all.iter()
-                    .map(|v| v.as_str().unwrap_or_default().to_owned())
-                    .collect()
-            })
-            .unwrap_or_default())
+        serde_json::from_value(value).context("texts of the elements")
     }
 
     pub fn click(&self, element: &Element) -> anyhow::Result<()> {
-        self.element_command(element, "POST", "click", None)
-            .map(drop)
+        run(&self.runtime, "click", element.click())
     }
 
     /// Clears a field and types `text` into it.
     pub fn fill(&self, element: &Element, text: &str) -> anyhow::Result<()> {
-        self.element_command(element, "POST", "clear", None)?;
-        self.element_command(element, "POST", "value", Some(&json!({ "text": text })))
-            .map(drop)
+        run(&self.runtime, "clear", element.clear())?;
+        run(&self.runtime, "type", element.send_keys(text))
     }
 
-    /// A property of an element (`value`, `disabled`, …).
-    pub fn property(&self, element: &Element, name: &str) -> anyhow::Result<Value> {
-        self.element_command(element, "GET", &format!("property/{name}"), None)
+    /// A property of an element (`value`, `disabled`, …) as text (`"true"` for a set
+    /// boolean), or `None` when the element has no such property.
+    pub fn property(&self, element: &Element, name: &str) -> anyhow::Result<Option<String>> {
+        run(&self.runtime, "property", element.prop(name))
     }
 
     /// Chooses the option of a `<select>` whose value is `value`.
     pub fn choose(&self, select: &Element, value: &str) -> anyhow::Result<()> {
-        let option = self.command(
-            "POST",
-            &format!("/element/{}/element", select.0),
-            Some(
-                &json!({ "using": "css selector", "value": format!("option[value=\"{value}\"]") }),
-            ),
-        )?;
-        let id = option[ELEMENT]
-            .as_str()
-            .with_context(|| format!("no option {value:?}"))?;
-        self.click(&Element(id.to_owned()))
+        run(&self.runtime, "choose", select.select_by_value(value))
+            .with_context(|| format!("option {value:?}"))
+    }
+
+    /// A command of Chromium's driver beyond the standard; its `value`.
+    fn chrome(&self, path: &'static str, body: Value) -> anyhow::Result<Value> {
+        run(
+            &self.runtime,
+            path,
+            self.client.issue_cmd(ChromeCommand { path, body }),
+        )
     }
 
     /// What the pages logged to the console since the last call (Chromium's driver
     /// only): level and message, such as `SEVERE` and a Content-Security-Policy violation.
     pub fn console(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let entries = self.command("POST", "/se/log", Some(&json!({ "type": "browser" })))?;
+        let entries = self.chrome("se/log", json!({ "type": "browser" }))?;
         Ok(entries
             .as_array()
             .map(|all| {
@@ -422,26 +418,20 @@ impl Browser {
 
     /// Saves a PNG of the whole page (beyond the window's height) to `path`.
     pub fn screenshot(&self, path: &Path) -> anyhow::Result<()> {
-        let whole = self.command(
-            "POST",
-            "/goog/cdp/execute",
-            Some(&json!({
+        let whole = self.chrome(
+            "goog/cdp/execute",
+            json!({
                 "cmd": "Page.captureScreenshot",
                 "params": { "format": "png", "captureBeyondViewport": true },
-            })),
+            }),
         );
-        let data = match whole {
-            Ok(value) => value["data"].as_str().unwrap_or_default().to_owned(),
+        let png = match whole {
+            Ok(value) => base64::engine::general_purpose::STANDARD
+                .decode(value["data"].as_str().unwrap_or_default())
+                .context("screenshot is not base64")?,
             // Not Chromium's driver: the window is what can be had.
-            Err(_) => self
-                .command("GET", "/screenshot", None)?
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
+            Err(_) => run(&self.runtime, "screenshot", self.client.screenshot())?,
         };
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .context("screenshot is not base64")?;
         if !png.starts_with(b"\x89PNG") {
             bail!("the screenshot is not a PNG");
         }
@@ -451,8 +441,7 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.command("DELETE", "", None);
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // Ends the session, so that the browser quits; then the driver is stopped.
+        let _ = run(&self.runtime, "end session", self.client.clone().close());
     }
 }

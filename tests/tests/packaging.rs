@@ -3,7 +3,7 @@
 //! * The collector's reference configuration (`packaging/collector.toml`) lists every key
 //!   of the file that `vedetta-collector init` writes, with the same values.
 //! * `systemd-analyze verify` accepts both units, which grant each program exactly the
-//!   capabilities it needs and claim no watchdog that the programs do not feed.
+//!   capabilities it needs and let it notify systemd (`Type=notify`, `WatchdogSec=`).
 //! * `packaging/build-deb.sh` builds both packages with the right contents. Then, on this
 //!   very machine: they install; the documented enrollment works as the service users;
 //!   the agent runs with nothing but its two capabilities; an upgrade keeps a locally
@@ -224,9 +224,11 @@ fn systemd_accepts_both_units_which_grant_only_the_capabilities_needed() {
             assert_eq!(directive(unit, key), [value], "{user}: {key}");
         }
         assert_eq!(directive(unit, "SystemCallFilter")[0], "@system-service");
-        // Neither program calls sd_notify: a watchdog would kill a healthy service.
-        assert_eq!(directive(unit, "Type"), ["exec"], "{user}");
-        assert!(directive(unit, "WatchdogSec").is_empty(), "{user}");
+        // Both programs speak sd_notify (tests/tests/watchdog.rs): readiness, stopping,
+        // and watchdog pings from their main process while they are alive.
+        assert_eq!(directive(unit, "Type"), ["notify"], "{user}");
+        assert_eq!(directive(unit, "NotifyAccess"), ["main"], "{user}");
+        assert_eq!(directive(unit, "WatchdogSec"), ["60s"], "{user}");
     }
     // The agent watches /home, /root/.ssh and /tmp: it must see the real ones, read-only.
     assert_eq!(directive(&agent_unit, "ProtectHome"), ["read-only"]);

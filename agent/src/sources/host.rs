@@ -5,7 +5,7 @@
 //! One `sysinfo::System` is kept and only what is needed is refreshed: process CPU
 //! times and executables, at `interval`.
 
-use crate::health::Health;
+use crate::health::{Health, SourceState};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -65,6 +65,9 @@ fn default_cpu_for() -> Duration {
 fn default_exec_dirs() -> Vec<PathBuf> {
     ["/tmp", "/var/tmp", "/dev/shm"].map(PathBuf::from).to_vec()
 }
+
+/// The name the host source is reported under.
+pub const SOURCE_NAME: &str = "host";
 
 /// Names of well-known miners (and of the droppers that install them).
 const MINERS: &[&str] = &[
@@ -315,15 +318,18 @@ fn signal(pid: Pid, name: &str, exe: Option<&Path>, reasons: &[Reason], cpu: f32
 pub fn run(
     mut source: HostSource,
     signals: mpsc::Sender<Signal>,
-    _health: Arc<Health>,
+    health: Arc<Health>,
     stop: Arc<AtomicBool>,
 ) {
     info!(
         interval_s = source.config.interval.as_secs_f64(),
         "host source started"
     );
+    health.source_state(SOURCE_NAME, SourceState::Running, None);
     while !stop.load(Ordering::Relaxed) {
-        for signal in source.look() {
+        let found = source.look();
+        health.source_events(SOURCE_NAME, 1);
+        for signal in found {
             let _ = signals.blocking_send(signal);
         }
         crate::sources::sleep_unless_stopped(&stop, source.config.interval);

@@ -8,7 +8,7 @@
 use crate::advisories::AdvisoryView;
 use crate::detect::engine::EngineConfig;
 use crate::detect::rules::Rule;
-use crate::health::Health;
+use crate::health::{Health, SourceState};
 use crate::pipeline::{LogPipeline, read_bounded_line};
 use crate::sources::logs::format::{Format, journald};
 use crate::sources::sleep_unless_stopped;
@@ -62,6 +62,34 @@ const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// The cursor is saved at least this often while entries arrive.
 const CURSOR_SAVE: Duration = Duration::from_secs(1);
+
+/// The name journald source number `index` is reported under.
+pub fn source_name(index: usize) -> String {
+    format!("journald:{index}")
+}
+
+/// What a journald source reads, for people: which journal, which entries.
+pub fn describe(config: &JournaldConfig) -> String {
+    let mut text = match (&config.directory, config.files.is_empty()) {
+        (Some(directory), _) => format!("journal in {}", directory.display()),
+        (None, false) => {
+            let files: Vec<String> = config
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect();
+            format!("journal files {}", files.join(", "))
+        }
+        (None, true) => "the system journal".to_owned(),
+    };
+    if !config.units.is_empty() {
+        text.push_str(&format!(", units {}", config.units.join(", ")));
+    }
+    if !config.identifiers.is_empty() {
+        text.push_str(&format!(", identifiers {}", config.identifiers.join(", ")));
+    }
+    text
+}
 
 /// The journalctl arguments for a start after `cursor` (or the first start).
 pub fn arguments(config: &JournaldConfig, cursor: Option<&str>) -> Vec<String> {
@@ -121,7 +149,7 @@ impl JournaldSource {
             cursor_path,
             cursor,
             pipeline: LogPipeline::new(Format::JournaldJson, Timestamp::now(), 0, rules, engine),
-            name: format!("journald:{index}"),
+            name: source_name(index),
             advisories: None,
         })
     }
@@ -151,7 +179,10 @@ impl JournaldSource {
         if let Some(cursor) = &self.cursor
             && let Err(error) = write_atomic(&self.cursor_path, cursor.as_bytes(), 0o600)
         {
-            health.source_error(&self.name);
+            health.source_error(
+                &self.name,
+                &format!("cannot save the journal cursor: {error}"),
+            );
             warn!(source = %self.name, %error, "cannot save the journal cursor");
         }
     }
@@ -169,7 +200,16 @@ pub fn run(
         let mut child = match source.spawn() {
             Ok(child) => child,
             Err(error) => {
-                health.source_error(&source.name);
+                let text = format!(
+                    "cannot start {}: {error}",
+                    source.config.journalctl.display()
+                );
+                health.source_error(&source.name, &text);
+                health.source_state(
+                    &source.name,
+                    SourceState::Failed,
+                    Some(&format!("{text}; trying again in {backoff:?}")),
+                );
                 warn!(source = %source.name, %error, "cannot start journalctl");
                 sleep_unless_stopped(&stop, backoff);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -177,6 +217,7 @@ pub fn run(
             }
         };
         info!(source = %source.name, resume = source.cursor.is_some(), "journald source started");
+        health.source_state(&source.name, SourceState::Running, None);
         let started = Instant::now();
         // A reader thread turns journalctl's output into lines, so that this thread can
         // notice `stop` even when the journal is quiet.
@@ -204,6 +245,7 @@ pub fn run(
             }
             match received_line {
                 Ok(line) => {
+                    health.source_events(&source.name, 1);
                     if let Some((_, Some(cursor))) = journald::parse_with_cursor(&line) {
                         source.cursor = Some(cursor.into_owned());
                         dirty = true;
@@ -253,11 +295,24 @@ pub fn run(
             use std::io::Read;
             let _ = (&mut stderr).take(4096).read_to_string(&mut detail);
         }
-        health.source_error(&source.name);
-        warn!(source = %source.name, status = ?status.ok(), error = %detail.trim(), "journalctl exited; restarting");
+        let exited = match status {
+            Ok(status) => format!("journalctl exited ({status})"),
+            Err(error) => format!("journalctl ended: {error}"),
+        };
+        let exited = match detail.trim() {
+            "" => exited,
+            detail => format!("{exited}: {detail}"),
+        };
+        health.source_error(&source.name, &exited);
+        warn!(source = %source.name, error = %exited, "journalctl exited; restarting");
         if started.elapsed() > BACKOFF_MAX {
             backoff = BACKOFF_MIN;
         }
+        health.source_state(
+            &source.name,
+            SourceState::Failed,
+            Some(&format!("{exited}; restarting in {backoff:?}")),
+        );
         sleep_unless_stopped(&stop, backoff);
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
@@ -305,5 +360,20 @@ mod tests {
         assert!(args.contains(&"--file=/tmp/x.journal".to_owned()));
         config.start_at = crate::config::StartAt::Beginning;
         assert!(arguments(&config, None).contains(&"--no-tail".to_owned()));
+    }
+
+    #[test]
+    fn the_description_names_the_journal_and_the_filters() {
+        let mut config: JournaldConfig =
+            toml::from_str("units = [\"ssh.service\"]\nidentifiers = [\"sudo\"]").expect("config");
+        assert_eq!(
+            describe(&config),
+            "the system journal, units ssh.service, identifiers sudo"
+        );
+        config.units.clear();
+        config.identifiers.clear();
+        config.directory = Some(PathBuf::from("/var/log/journal/remote"));
+        assert_eq!(describe(&config), "journal in /var/log/journal/remote");
+        assert_eq!(source_name(2), "journald:2");
     }
 }

@@ -15,10 +15,12 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use vedetta_common::Timestamp;
 use vedetta_common::duration::parse_duration;
 use vedetta_common::files::create_private_dir;
 use vedetta_common::identity::validate_name;
+use vedetta_common::service::{self, Watchdog};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -568,7 +570,14 @@ fn serve(
                 "ca_fingerprint": collector.ca_fingerprint,
             })
         );
+        // With Type=notify, systemd counts the service as started only now; its watchdog
+        // is fed for as long as the writer and the store answer.
+        service::ready();
+        let context = Arc::clone(&collector.context);
+        let watchdog = Watchdog::start(move || server::alive(Arc::clone(&context)));
         vedetta_common::shutdown::terminated().await?;
+        watchdog.stop().await;
+        service::stopping();
         collector.stop().await;
         Ok(())
     })

@@ -12,7 +12,7 @@ use crate::advisories::AdvisoryView;
 use crate::detect::files::{
     ChangeSummary, FileChange, FileDetector, FoundBy, Places, arrived, original_of,
 };
-use crate::health::Health;
+use crate::health::{Health, SourceState};
 use baseline::{Baseline, BaselineError, EntryKind, FileState};
 use scan::{Observation, ScanOptions, ScanStats};
 use serde::{Deserialize, Serialize};
@@ -88,6 +88,48 @@ const BATCH_PATHS: usize = 10_000;
 /// Watcher events waiting to be looked at.
 const EVENT_QUEUE: usize = 65_536;
 
+/// The name the file-integrity source is reported under.
+pub const SOURCE_NAME: &str = "files";
+
+/// The source's state: running while it watches at least one path, failed when it can
+/// watch none; the reason names what is not watched, and a watch that failed (changes
+/// are then seen by the periodic scans only).
+pub fn state_of(
+    roots: usize,
+    skipped: &[(PathBuf, String)],
+    watch_problem: Option<&str>,
+) -> (SourceState, Option<String>) {
+    let skipped_text = skipped.first().map(|(path, error)| {
+        let more = skipped.len() - 1;
+        let more = if more > 0 {
+            format!(" (and {more} more)")
+        } else {
+            String::new()
+        };
+        format!("{}: {error}{more}", path.display())
+    });
+    if roots == 0 {
+        let reason = skipped_text.map_or_else(
+            || "no path to watch".to_owned(),
+            |text| format!("no path can be watched: {text}"),
+        );
+        return (SourceState::Failed, Some(reason));
+    }
+    let mut parts = Vec::new();
+    if let Some(text) = skipped_text {
+        parts.push(format!("not watched: {text}"));
+    }
+    if let Some(problem) = watch_problem {
+        parts.push(format!(
+            "changes seen by the periodic scans only: {problem}"
+        ));
+    }
+    (
+        SourceState::Running,
+        (!parts.is_empty()).then(|| parts.join("; ")),
+    )
+}
+
 /// The file-integrity source and its state.
 #[derive(Debug)]
 pub struct FileSource {
@@ -100,6 +142,8 @@ pub struct FileSource {
     /// What the baseline covers (roots and excludes): another configuration rebuilds it.
     coverage: String,
     name: String,
+    /// Configured paths that could not be watched (missing at start), with why.
+    skipped: Vec<(PathBuf, String)>,
     /// The agent's advisories (file hashes), looked at before each check.
     advisories: Option<AdvisoryView>,
 }
@@ -111,10 +155,14 @@ impl FileSource {
         rules: crate::detect::files::FileRules,
     ) -> anyhow::Result<Self> {
         let mut roots: Vec<PathBuf> = Vec::new();
+        let mut skipped = Vec::new();
         for path in &config.paths {
             match path.canonicalize() {
                 Ok(root) => roots.push(root),
-                Err(error) => warn!(path = %path.display(), %error, "cannot watch: skipped"),
+                Err(error) => {
+                    warn!(path = %path.display(), %error, "cannot watch: skipped");
+                    skipped.push((path.clone(), error.to_string()));
+                }
             }
         }
         roots.sort();
@@ -165,7 +213,8 @@ impl FileSource {
                 },
             ),
             coverage,
-            name: "files".into(),
+            name: SOURCE_NAME.into(),
+            skipped,
             advisories: None,
         })
     }
@@ -444,7 +493,7 @@ pub fn run(
     // one more scan instead (as when the kernel drops them).
     let (events, received) = std_mpsc::sync_channel::<notify::Result<notify::Event>>(EVENT_QUEUE);
     let overflowed = Arc::new(AtomicBool::new(false));
-    let _watcher = {
+    let watcher = {
         let overflowed = Arc::clone(&overflowed);
         let handler = move |event: notify::Result<notify::Event>| {
             if events.try_send(event).is_err() {
@@ -454,11 +503,31 @@ pub fn run(
         // The watcher first, so that nothing changed during the first scan goes unseen.
         watch(&source, handler, &health)
     };
+    let (_watcher, watch_problem) = watcher;
     source.options.cancel = Some(Arc::clone(&stop));
     let mut send = |signal: Signal| {
         let _ = signals.blocking_send(signal);
     };
-    full_scan(&mut source, &mut send, &health);
+    let name = source.name().to_owned();
+    let (watching, why) = state_of(
+        source.roots.len(),
+        &source.skipped,
+        watch_problem.as_deref(),
+    );
+    let report = |scan: Result<(), String>| match scan {
+        Ok(()) => health.source_state(&name, watching, why.as_deref()),
+        Err(error) => health.source_state(
+            &name,
+            SourceState::Failed,
+            Some(&format!("file scan failed: {error}")),
+        ),
+    };
+    health.source_state(
+        &name,
+        SourceState::Starting,
+        Some("scanning the watched files"),
+    );
+    report(full_scan(&mut source, &mut send, &health));
     let mut next_scan = Instant::now() + source.rescan_every;
     while !stop.load(Ordering::Relaxed) {
         let mut batch = BTreeSet::new();
@@ -488,7 +557,7 @@ pub fn run(
                         }
                     }
                     Err(error) => {
-                        health.source_error(source.name());
+                        health.source_error(&name, &format!("file watch error: {error}"));
                         warn!(source = %source.name(), %error, "file watch error; scanning again");
                         rescan = true;
                     }
@@ -502,7 +571,7 @@ pub fn run(
         rescan |= overflowed.swap(false, Ordering::Relaxed);
         let result = if rescan || Instant::now() >= next_scan {
             next_scan = Instant::now() + source.rescan_every;
-            full_scan(&mut source, &mut send, &health);
+            report(full_scan(&mut source, &mut send, &health));
             Ok(ScanStats::default())
         } else if !batch.is_empty() {
             // A path under another of the batch is covered by it.
@@ -516,9 +585,12 @@ pub fn run(
         } else {
             Ok(ScanStats::default())
         };
-        if let Err(error) = result {
-            health.source_error(source.name());
-            warn!(source = %source.name(), %error, "file check failed");
+        match result {
+            Ok(stats) => health.source_events(&name, stats.entries),
+            Err(error) => {
+                health.source_error(&name, &format!("file check failed: {error}"));
+                warn!(source = %source.name(), %error, "file check failed");
+            }
         }
         for signal in source.tick(Timestamp::now()) {
             send(signal);
@@ -529,57 +601,110 @@ pub fn run(
 
 /// A full scan: builds the baseline while there is none (first start, new coverage, or
 /// an earlier build that failed), else reports what changed. The write-ahead log is cut
-/// back afterwards.
-fn full_scan(source: &mut FileSource, send: &mut dyn FnMut(Signal), health: &Health) {
+/// back afterwards. Counts the paths looked at; an error is counted and returned.
+fn full_scan(
+    source: &mut FileSource,
+    send: &mut dyn FnMut(Signal),
+    health: &Health,
+) -> Result<(), String> {
     let started = Instant::now();
     let result = match source.has_baseline() {
         Ok(true) => source.scan_all(send).map(|stats| ("scanned", stats)),
         Ok(false) => source.build().map(|stats| ("built the baseline of", stats)),
         Err(error) => Err(error),
     };
-    match result {
-        Ok((what, stats)) => info!(
-            source = %source.name(),
-            entries = stats.entries,
-            hashed_mib = stats.hashed_bytes / (1024 * 1024),
-            unreadable = stats.unreadable,
-            seconds = started.elapsed().as_secs_f64(),
-            "{what} the watched files"
-        ),
-        Err(error) => {
-            health.source_error(source.name());
-            warn!(source = %source.name(), %error, "file scan failed");
+    let outcome = match result {
+        Ok((what, stats)) => {
+            info!(
+                source = %source.name(),
+                entries = stats.entries,
+                hashed_mib = stats.hashed_bytes / (1024 * 1024),
+                unreadable = stats.unreadable,
+                seconds = started.elapsed().as_secs_f64(),
+                "{what} the watched files"
+            );
+            health.source_events(source.name(), stats.entries);
+            Ok(())
         }
-    }
+        Err(error) => {
+            health.source_error(source.name(), &format!("file scan failed: {error}"));
+            warn!(source = %source.name(), %error, "file scan failed");
+            Err(error.to_string())
+        }
+    };
     if let Err(error) = source.writer.checkpoint() {
         warn!(source = %source.name(), %error, "cannot checkpoint the file baseline");
     }
+    outcome
 }
 
-/// Watches every root (recursively). A failure is reported and left to the periodic
-/// scans: the kernel's watch limit (`fs.inotify.max_user_watches`) may be too low for a
-/// large tree.
+/// Watches every root (recursively). A failure is reported (and returned, for the
+/// source's state) and left to the periodic scans: the kernel's watch limit
+/// (`fs.inotify.max_user_watches`) may be too low for a large tree.
 fn watch(
     source: &FileSource,
     events: impl notify::EventHandler,
     health: &Health,
-) -> Option<notify::RecommendedWatcher> {
+) -> (Option<notify::RecommendedWatcher>, Option<String>) {
     use notify::Watcher as _;
     // Links are not followed: what they point to outside the roots is not ours to watch.
     let settings = notify::Config::default().with_follow_symlinks(false);
     let mut watcher = match notify::RecommendedWatcher::new(events, settings) {
         Ok(watcher) => watcher,
         Err(error) => {
-            health.source_error(source.name());
+            let text = format!("cannot watch files: {error}");
+            health.source_error(source.name(), &text);
             warn!(source = %source.name(), %error, "cannot watch files; relying on periodic scans");
-            return None;
+            return (None, Some(text));
         }
     };
+    let mut problem = None;
     for root in &source.roots {
         if let Err(error) = watcher.watch(root, notify::RecursiveMode::Recursive) {
-            health.source_error(source.name());
+            let text = format!("cannot watch {}: {error}", root.display());
+            health.source_error(source.name(), &text);
             warn!(source = %source.name(), root = %root.display(), %error, "cannot watch; relying on periodic scans");
+            problem.get_or_insert(text);
         }
     }
-    Some(watcher)
+    (Some(watcher), problem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_names_what_is_not_watched() {
+        let missing = vec![(
+            PathBuf::from("/srv/www"),
+            "No such file or directory (os error 2)".to_owned(),
+        )];
+        assert_eq!(state_of(2, &[], None), (SourceState::Running, None));
+        assert_eq!(
+            state_of(1, &missing, Some("cannot watch /etc: no space left")),
+            (
+                SourceState::Running,
+                Some(
+                    "not watched: /srv/www: No such file or directory (os error 2); \
+                     changes seen by the periodic scans only: cannot watch /etc: no space left"
+                        .into()
+                )
+            )
+        );
+        assert_eq!(
+            state_of(0, &missing, None),
+            (
+                SourceState::Failed,
+                Some(
+                    "no path can be watched: /srv/www: No such file or directory (os error 2)"
+                        .into()
+                )
+            )
+        );
+        assert_eq!(
+            state_of(0, &[], None),
+            (SourceState::Failed, Some("no path to watch".into()))
+        );
+    }
 }

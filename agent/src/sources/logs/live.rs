@@ -5,12 +5,12 @@
 //! Read positions are committed after the lines of a poll were handled (their signals
 //! are in the channel to the sink), so a restart neither skips nor re-reads a line.
 
-use super::tail::{TailConfig, Tailer};
+use super::tail::{TailCondition, TailConfig, Tailer};
 use crate::advisories::AdvisoryView;
 use crate::config::{LogSourceConfig, StartAt};
 use crate::detect::engine::EngineConfig;
 use crate::detect::rules::Rule;
-use crate::health::Health;
+use crate::health::{Health, SourceState};
 use crate::pipeline::LogPipeline;
 use crate::sources::logs::format::{Format, time::parse_offset};
 use std::path::Path;
@@ -26,6 +26,37 @@ const POLL: Duration = Duration::from_millis(250);
 /// Lines handled per poll at most (then the read positions are committed).
 const LINES_PER_POLL: usize = 10_000;
 
+/// The name a group of log files is reported under.
+pub fn source_name(config: &LogSourceConfig) -> String {
+    format!("logs:{}", config.paths.join(","))
+}
+
+/// A log source's state from what its tailer follows: running while a file is open
+/// and readable, waiting while no file matches, failed while every file found is
+/// unreadable; and the reason (also for the part of a running source that is not).
+pub fn state_of(condition: &TailCondition) -> (SourceState, Option<String>) {
+    let failing = condition.failing.first().map(|(path, error)| {
+        let more = condition.failing.len() - 1;
+        if more > 0 {
+            format!("cannot read {path}: {error} (and {more} more)")
+        } else {
+            format!("cannot read {path}: {error}")
+        }
+    });
+    let unmatched = (!condition.unmatched.is_empty())
+        .then(|| format!("no file matches {} yet", condition.unmatched.join(", ")));
+    if condition.following > 0 {
+        (SourceState::Running, failing.or(unmatched))
+    } else if let Some(failing) = failing {
+        (SourceState::Failed, Some(failing))
+    } else {
+        (
+            SourceState::Waiting,
+            Some(unmatched.unwrap_or_else(|| "no regular file matches yet".into())),
+        )
+    }
+}
+
 /// A running log source.
 #[derive(Debug)]
 pub struct LogSource {
@@ -34,6 +65,8 @@ pub struct LogSource {
     pipeline: LogPipeline,
     plain: bool,
     errors_seen: u64,
+    /// What the tailer followed at the last poll (reported when it changes).
+    condition: Option<TailCondition>,
     /// The agent's advisories, looked at before each poll's lines.
     advisories: Option<AdvisoryView>,
 }
@@ -59,11 +92,12 @@ impl LogSource {
         let plain = config.format == Format::Plain;
         *pipeline.parser_mut() = pipeline.parser_mut().clone().with_program(&config.program);
         Ok(Self {
-            name: format!("logs:{}", config.paths.join(",")),
+            name: source_name(config),
             tailer,
             pipeline,
             plain,
             errors_seen: 0,
+            condition: None,
             advisories: None,
         })
     }
@@ -96,11 +130,24 @@ impl LogSource {
             self.pipeline.note_damage(line.truncated, false);
         }
         signals.extend(self.pipeline.tick(now));
+        health.source_events(&self.name, lines.len() as u64);
+        let condition = self.tailer.condition();
         let errors = self.tailer.stats().errors;
-        for _ in self.errors_seen..errors {
-            health.source_error(&self.name);
+        if errors > self.errors_seen {
+            let text = condition.failing.first().map_or_else(
+                || "cannot follow a log file".to_owned(),
+                |(path, error)| format!("{path}: {error}"),
+            );
+            for _ in self.errors_seen..errors {
+                health.source_error(&self.name, &text);
+            }
         }
         self.errors_seen = errors;
+        if self.condition.as_ref() != Some(&condition) {
+            let (state, reason) = state_of(&condition);
+            health.source_state(&self.name, state, reason.as_deref());
+            self.condition = Some(condition);
+        }
         Ok((signals, full))
     }
 
@@ -137,7 +184,7 @@ pub fn run(
                     }
                 }
                 if let Err(error) = source.commit() {
-                    health.source_error(source.name());
+                    health.source_error(source.name(), &error);
                     warn!(source = %source.name(), %error, "cannot save read positions");
                 }
                 if stopping {
@@ -152,10 +199,74 @@ pub fn run(
                 }
             }
             Err(error) => {
-                health.source_error(source.name());
+                health.source_error(source.name(), &error);
                 warn!(source = %source.name(), %error, "log source error");
                 std::thread::sleep(POLL);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(following: usize, unmatched: &[&str], failing: &[(&str, &str)]) -> TailCondition {
+        TailCondition {
+            following,
+            unmatched: unmatched.iter().map(|p| (*p).to_owned()).collect(),
+            failing: failing
+                .iter()
+                .map(|(p, e)| ((*p).to_owned(), (*e).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_state_follows_what_the_tailer_can_read() {
+        assert_eq!(
+            state_of(&condition(0, &["/var/log/app.log"], &[])),
+            (
+                SourceState::Waiting,
+                Some("no file matches /var/log/app.log yet".into())
+            )
+        );
+        assert_eq!(
+            state_of(&condition(0, &[], &[])),
+            (
+                SourceState::Waiting,
+                Some("no regular file matches yet".into())
+            )
+        );
+        assert_eq!(
+            state_of(&condition(2, &[], &[])),
+            (SourceState::Running, None)
+        );
+        assert_eq!(
+            state_of(&condition(1, &["/var/log/b*.log"], &[])),
+            (
+                SourceState::Running,
+                Some("no file matches /var/log/b*.log yet".into())
+            )
+        );
+        let denied = [
+            ("/var/log/a.log", "Permission denied (os error 13)"),
+            ("/var/log/b.log", "Permission denied (os error 13)"),
+        ];
+        assert_eq!(
+            state_of(&condition(0, &[], &denied)),
+            (
+                SourceState::Failed,
+                Some(
+                    "cannot read /var/log/a.log: Permission denied (os error 13) (and 1 more)"
+                        .into()
+                )
+            )
+        );
+        assert_eq!(
+            state_of(&condition(1, &["/x"], &denied[..1])).0,
+            SourceState::Running,
+            "one readable file is enough to run"
+        );
     }
 }

@@ -191,6 +191,17 @@ pub struct TailStats {
     pub open_files: u64,
 }
 
+/// What the tailer follows now and what it cannot, for the source's state in `status`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TailCondition {
+    /// Files open and readable (rotated files still being drained among them).
+    pub following: usize,
+    /// Patterns that match no regular file now (and no path that fails).
+    pub unmatched: Vec<String>,
+    /// Paths that cannot be followed or read now, with why, by path.
+    pub failing: Vec<(String, String)>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
     #[error("invalid log tail configuration: {0}")]
@@ -386,8 +397,8 @@ struct Watched {
     /// Held back as a copy of this other followed file (copytruncate): not read until the
     /// original is truncated or closed.
     copy_of: Option<FileId>,
-    /// A read error was counted and not yet followed by a good read.
-    failing: bool,
+    /// A read error (its text) was counted and not yet followed by a good read.
+    failing: Option<String>,
     /// Order of discovery: older files are drained first.
     order: u64,
 }
@@ -553,10 +564,12 @@ pub struct Tailer {
     first_poll: bool,
     /// Which file each path held at the last scan (to count rotations).
     paths_seen: HashMap<PathBuf, FileId>,
-    /// Paths in error at the last scan, and paths found that could not be opened: each
-    /// error is counted once per episode, not at every poll.
-    failing: HashSet<PathBuf>,
-    open_failing: HashSet<PathBuf>,
+    /// Paths in error at the last scan, and paths found that could not be opened, with
+    /// why: each error is counted once per episode, not at every poll.
+    failing: HashMap<PathBuf, String>,
+    open_failing: HashMap<PathBuf, String>,
+    /// Patterns that matched nothing at the last scan.
+    unmatched: Vec<String>,
     stats: TailStats,
     scratch: Vec<u8>,
     next_order: u64,
@@ -596,8 +609,9 @@ impl Tailer {
             remembered: remembered.unwrap_or_default(),
             first_poll: true,
             paths_seen: HashMap::new(),
-            failing: HashSet::new(),
-            open_failing: HashSet::new(),
+            failing: HashMap::new(),
+            open_failing: HashMap::new(),
+            unmatched: Vec::new(),
             stats: TailStats::default(),
             scratch: vec![0; READ_CHUNK],
             next_order: 0,
@@ -692,6 +706,31 @@ impl Tailer {
         }
     }
 
+    /// What is followed and what is not, as of the last poll.
+    pub fn condition(&self) -> TailCondition {
+        let mut failing: Vec<(String, String)> = self
+            .failing
+            .iter()
+            .chain(&self.open_failing)
+            .map(|(path, error)| (path.display().to_string(), error.clone()))
+            .chain(self.watched.values().filter_map(|watched| {
+                let error = watched.failing.as_ref()?;
+                Some((watched.path.to_string(), error.clone()))
+            }))
+            .collect();
+        failing.sort();
+        failing.dedup_by(|a, b| a.0 == b.0);
+        TailCondition {
+            following: self
+                .watched
+                .values()
+                .filter(|watched| watched.failing.is_none())
+                .count(),
+            unmatched: self.unmatched.clone(),
+            failing,
+        }
+    }
+
     /// Bytes held in line buffers (allocated capacity), for health reports and to check
     /// the bound: at most `max_line_bytes + READ_CHUNK` per open file.
     pub fn buffered_bytes(&self) -> usize {
@@ -704,20 +743,24 @@ impl Tailer {
         let mut found = Vec::new();
         let mut ids = HashSet::new();
         let mut failing: HashMap<PathBuf, String> = HashMap::new();
+        let mut unmatched = Vec::new();
         for pattern in &self.config.paths {
             let Ok(entries) = glob::glob(pattern) else {
                 continue; // Checked in `new`.
             };
+            let mut matched = false;
             for entry in entries {
                 let path = match entry {
                     Ok(path) => path,
                     Err(error) => {
+                        matched = true;
                         failing.insert(error.path().to_owned(), error.error().to_string());
                         continue;
                     }
                 };
                 match std::fs::metadata(&path) {
                     Ok(metadata) if metadata.is_file() => {
+                        matched = true;
                         let id = FileId::of(&metadata);
                         if ids.insert(id) {
                             found.push((path, id));
@@ -731,18 +774,23 @@ impl Tailer {
                         if error.kind() == io::ErrorKind::NotFound
                             && std::fs::symlink_metadata(&path).is_err() => {}
                     Err(error) => {
+                        matched = true;
                         failing.insert(path, error.to_string());
                     }
                 }
             }
+            if !matched {
+                unmatched.push(pattern.clone());
+            }
         }
         for (path, error) in &failing {
-            if !self.failing.contains(path) {
+            if !self.failing.contains_key(path) {
                 self.stats.errors += 1;
                 tracing::warn!(path = %path.display(), %error, "cannot follow log file");
             }
         }
-        self.failing = failing.into_keys().collect();
+        self.failing = failing;
+        self.unmatched = unmatched;
         found
     }
 
@@ -892,7 +940,7 @@ impl Tailer {
     /// Opens files found for the first time and decides where each starts.
     fn open_new(&mut self, found: &[(PathBuf, FileId)], now: Instant) {
         let mut candidates = Vec::new();
-        let mut open_failing = HashSet::new();
+        let mut open_failing = HashMap::new();
         for (path, id) in found {
             if self.watched.contains_key(id) {
                 continue;
@@ -915,11 +963,11 @@ impl Tailer {
                 // Replaced between the scan and the opening: next poll.
                 Ok(_) => {}
                 Err(error) => {
-                    if !self.open_failing.contains(path) {
+                    if !self.open_failing.contains_key(path) {
                         self.stats.errors += 1;
                         tracing::warn!(path = %path.display(), %error, "cannot open log file");
                     }
-                    open_failing.insert(path.clone());
+                    open_failing.insert(path.clone(), error.to_string());
                 }
             }
         }
@@ -1099,7 +1147,7 @@ impl Tailer {
             at_eof: false,
             last_change: now,
             copy_of,
-            failing: false,
+            failing: None,
             order: self.next_order,
         };
         self.next_order += 1;
@@ -1213,7 +1261,7 @@ impl Tailer {
                     }
                     Ok(Next::End) => {
                         watched.at_eof = true;
-                        watched.failing = false;
+                        watched.failing = None;
                         break;
                     }
                     Ok(Next::Changed) => break,
@@ -1404,9 +1452,14 @@ fn original_truncated(original: &Watched) -> bool {
     }
 }
 
-fn note_read_error(failing: &mut bool, stats: &mut TailStats, path: &str, error: &io::Error) {
-    if !*failing {
-        *failing = true;
+fn note_read_error(
+    failing: &mut Option<String>,
+    stats: &mut TailStats,
+    path: &str,
+    error: &io::Error,
+) {
+    if failing.is_none() {
+        *failing = Some(error.to_string());
         stats.errors += 1;
         tracing::warn!(%path, %error, "cannot read log file");
     }

@@ -6,7 +6,7 @@ pub mod pcap;
 
 use crate::advisories::AdvisoryView;
 use crate::detect::network::{NetworkDetector, NetworkThresholds};
-use crate::health::Health;
+use crate::health::{Health, SourceState};
 use decode::{LinkType, Skip, decode};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -35,6 +35,10 @@ pub struct NetworkConfig {
     #[serde(default)]
     pub thresholds: NetworkThresholds,
 }
+
+/// The name the network source is reported under (capture errors name the interface
+/// in their text).
+pub const SOURCE_NAME: &str = "network";
 
 /// Packets waiting between the capture threads and the detector.
 const PACKET_QUEUE: usize = 65_536;
@@ -162,6 +166,7 @@ pub fn run(
     let (packets, received) =
         std_mpsc::sync_channel::<Vec<decode::PacketInfo>>(PACKET_QUEUE / BATCH);
     let counters = Arc::new(Counters::default());
+    let interfaces = source.captures.len();
     let mut threads = Vec::new();
     for capture in std::mem::take(&mut source.captures) {
         let (packets, counters, stop) = (packets.clone(), Arc::clone(&counters), Arc::clone(&stop));
@@ -173,12 +178,34 @@ pub fn run(
         {
             Ok(thread) => threads.push(thread),
             Err(error) => {
-                health.source_error("network");
+                health.source_error(
+                    SOURCE_NAME,
+                    &format!("cannot start a capture thread: {error}"),
+                );
                 warn!(%error, "cannot start a capture thread");
             }
         }
     }
     drop(packets);
+    match (interfaces, threads.len()) {
+        (0, _) => health.source_state(
+            SOURCE_NAME,
+            SourceState::Failed,
+            Some("no interface to capture on (none is up, loopback aside)"),
+        ),
+        (_, 0) => health.source_state(
+            SOURCE_NAME,
+            SourceState::Failed,
+            Some("no capture thread could start"),
+        ),
+        (wanted, started) if started < wanted => health.source_state(
+            SOURCE_NAME,
+            SourceState::Running,
+            Some(&format!("capturing on {started} of {wanted} interfaces")),
+        ),
+        _ => health.source_state(SOURCE_NAME, SourceState::Running, None),
+    }
+    let mut packets_counted = 0;
     info!(
         interfaces = threads.len(),
         advisories = source.detector.advisories().len(),
@@ -205,6 +232,9 @@ pub fn run(
         }
         if checked.elapsed() >= Duration::from_millis(200) {
             checked = Instant::now();
+            let packets = counters.packets.load(Ordering::Relaxed);
+            health.source_events(SOURCE_NAME, packets.saturating_sub(packets_counted));
+            packets_counted = packets;
             for signal in source.detector.tick(Timestamp::now()) {
                 let _ = signals.blocking_send(signal);
             }
@@ -270,7 +300,7 @@ fn capture_loop(
             }
             // An interface going down, an interrupted call: said, then tried again.
             Err(error) => {
-                health.source_error(&format!("network:{}", capture.name));
+                health.source_error(SOURCE_NAME, &format!("{}: {error}", capture.name));
                 warn!(interface = %capture.name, %error, "capture error; retrying in a second");
                 send(&mut batch, &mut since);
                 crate::sources::sleep_unless_stopped(stop, Duration::from_secs(1));
