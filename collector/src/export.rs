@@ -66,13 +66,21 @@ pub fn pattern(indicator: &Indicator) -> Option<String> {
         IndicatorType::Sha256 => "file:hashes.'SHA-256'",
         IndicatorType::User | IndicatorType::Port => return None,
     };
-    Some(format!("[{object} = {}]", literal(value)))
+    // A network matches the addresses inside it.
+    let operator = if indicator.kind == IndicatorType::Cidr {
+        "ISSUBSET"
+    } else {
+        "="
+    };
+    Some(format!("[{object} {operator} {}]", literal(value)))
 }
 
 /// A STIX 2.1 bundle of `campaigns`, produced by the collector named `producer`, at `now`.
 pub fn stix_bundle(campaigns: &[Campaign], producer: &str, now: Timestamp) -> Value {
     let producer_id = stix_id("identity", &format!("producer:{producer}"));
-    let created = stix_time(now);
+    // Identities keep their ids across exports, so they keep one creation time too (STIX
+    // forbids a new `created` for an existing id): the epoch, as "known since always".
+    let created = stix_time(Timestamp(0));
     let mut objects = vec![json!({
         "type": "identity",
         "spec_version": "2.1",
@@ -213,11 +221,21 @@ pub const SIGNAL_COLUMNS: [&str; 13] = [
     "mitre",
 ];
 
+/// A cell that a spreadsheet would take for a formula (`=`, `+`, `-`, `@`, tab, carriage
+/// return first), quoted with a leading `'`: agents choose some of these texts.
+fn inert(cell: String) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell
+    }
+}
+
 /// One signal as a CSV record (indicators as `type:value` separated by spaces; the
 /// attributes as JSON).
 pub fn signal_record(stored: &StoredSignal) -> Vec<String> {
     let signal = &stored.signal;
-    vec![
+    let cells = vec![
         signal.id.to_string(),
         stored.org.clone(),
         stored.agent_id.clone(),
@@ -236,7 +254,8 @@ pub fn signal_record(stored: &StoredSignal) -> Vec<String> {
             .join(" "),
         serde_json::to_string(&signal.attributes).unwrap_or_default(),
         signal.mitre.clone().unwrap_or_default(),
-    ]
+    ];
+    cells.into_iter().map(inert).collect()
 }
 
 /// The columns of the audit log's CSV export: exactly what each hash covers, so that an
@@ -334,7 +353,7 @@ mod tests {
         );
         assert_eq!(
             p(IndicatorType::Cidr, "2001:db8::/32"),
-            "[ipv6-addr:value = '2001:db8::/32']"
+            "[ipv6-addr:value ISSUBSET '2001:db8::/32']"
         );
         assert_eq!(
             p(IndicatorType::Url, "http://x.example/a'b\\c"),
@@ -351,7 +370,11 @@ mod tests {
     fn a_bundle_names_the_same_objects_each_time() {
         let campaigns = [campaign(IndicatorType::Ip, "203.0.113.7")];
         let first = stix_bundle(&campaigns, "COSC", Timestamp(1));
-        let second = stix_bundle(&campaigns, "COSC", Timestamp(2));
+        let second = stix_bundle(&campaigns, "COSC", Timestamp(2_000_000_000_000));
+        assert_eq!(
+            first["objects"][0], second["objects"][0],
+            "same identity object"
+        );
         let ids = |bundle: &Value| -> Vec<String> {
             bundle["objects"]
                 .as_array()
@@ -368,6 +391,13 @@ mod tests {
             let uuid = id.split_once("--").expect("test value").1;
             assert_eq!(uuid.as_bytes()[14], b'4', "{id}");
         }
+    }
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_are_made_inert() {
+        assert_eq!(inert("=HYPERLINK(\"x\")".into()), "'=HYPERLINK(\"x\")");
+        assert_eq!(inert("@SUM(1)".into()), "'@SUM(1)");
+        assert_eq!(inert("web-01".into()), "web-01");
     }
 
     #[test]

@@ -117,6 +117,38 @@ impl AuditNote {
     }
 }
 
+/// Longest text kept of one query value or of a path; what is cut is said, with its
+/// length and SHA-256, so that the entry still identifies the request.
+const MAX_TEXT: usize = 512;
+/// Most query parameters kept per request.
+const MAX_PARAMS: usize = 32;
+
+/// A text from the request as the log keeps it: API tokens pasted into a URL by mistake
+/// are replaced by their hash, long texts cut.
+fn kept(text: &str) -> String {
+    if let Some(start) = text.find(super::auth::TOKEN_PREFIX) {
+        let redacted = format!(
+            "{}[token redacted, sha256 {}]",
+            kept(&text[..start]),
+            vedetta_common::identity::sha256_hex(&text.as_bytes()[start..])
+        );
+        return redacted;
+    }
+    if text.len() <= MAX_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}[cut: {} bytes in all, sha256 {}]",
+        &text[..end],
+        text.len(),
+        vedetta_common::identity::sha256_hex(text.as_bytes())
+    )
+}
+
 /// The query string as a JSON object (a repeated name keeps every value, in a list).
 fn query_params(query: Option<&str>) -> Option<serde_json::Value> {
     let query = query.filter(|q| !q.is_empty())?;
@@ -124,8 +156,10 @@ fn query_params(query: Option<&str>) -> Option<serde_json::Value> {
         // Not form-encoded: kept as it came, so that even a malformed request is on record.
         vec![("_raw".to_owned(), query.to_owned())]
     });
+    let total = pairs.len();
     let mut object = serde_json::Map::new();
-    for (name, value) in pairs {
+    for (name, value) in pairs.into_iter().take(MAX_PARAMS) {
+        let (name, value) = (kept(&name), kept(&value));
         match object.get_mut(&name) {
             Some(serde_json::Value::Array(values)) => values.push(value.into()),
             Some(first) => *first = serde_json::Value::Array(vec![first.take(), value.into()]),
@@ -134,10 +168,19 @@ fn query_params(query: Option<&str>) -> Option<serde_json::Value> {
             }
         }
     }
+    if total > MAX_PARAMS {
+        object.insert(
+            "_cut".to_owned(),
+            format!("{total} parameters in all").into(),
+        );
+    }
     Some(serde_json::Value::Object(object))
 }
 
 /// Records every request under `/api/v1/` (the description of the API itself aside).
+///
+/// The handler and the recording run in a task of their own: a client that hangs up
+/// after sending a write cannot cancel the recording of what the write did.
 pub async fn record_requests(
     State(state): State<Arc<ApiState>>,
     mut request: Request,
@@ -151,45 +194,51 @@ pub async fn record_requests(
     let params = query_params(request.uri().query());
     let note = AuditNote::default();
     request.extensions_mut().insert(note.clone());
-    let response = next.run(request).await;
-    let Note {
-        user,
-        results,
-        action,
-        detail,
-    } = note.with(std::mem::take);
-    let (actor, role) = match &user {
-        Some(user) => (user.name.clone(), user.role.as_str().to_owned()),
-        None => ("anonymous".to_owned(), "none".to_owned()),
-    };
-    let action = action.unwrap_or_else(|| {
-        if method == axum::http::Method::GET {
-            "api.read".into()
-        } else {
-            "api.write".into()
+    let task = tokio::spawn(async move {
+        let response = next.run(request).await;
+        let Note {
+            user,
+            results,
+            action,
+            detail,
+        } = note.with(std::mem::take);
+        let (actor, role) = match &user {
+            Some(user) => (user.name.clone(), user.role.as_str().to_owned()),
+            None => ("anonymous".to_owned(), "none".to_owned()),
+        };
+        let action = action.unwrap_or_else(|| {
+            if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+                "api.read".into()
+            } else {
+                "api.write".into()
+            }
+        });
+        let entry = NewAuditEntry {
+            at: Timestamp::now(),
+            actor,
+            role,
+            action,
+            route: Some(format!("{method} {}", kept(&path))),
+            params,
+            status: Some(response.status().as_u16()),
+            results,
+            detail,
+        };
+        match state.audit.record(entry).await {
+            Ok(_) => response,
+            Err(error) => {
+                error!(%error, route = %kept(&path), "request not recorded in the audit log; answer withheld");
+                super::ApiError::unavailable(
+                    "the request could not be recorded in the audit log, so it is not answered",
+                )
+                .into_response()
+            }
         }
     });
-    let entry = NewAuditEntry {
-        at: Timestamp::now(),
-        actor,
-        role,
-        action,
-        route: Some(format!("{method} {path}")),
-        params,
-        status: Some(response.status().as_u16()),
-        results,
-        detail,
-    };
-    match state.audit.record(entry).await {
-        Ok(_) => response,
-        Err(error) => {
-            error!(%error, route = %path, "request not recorded in the audit log; answer withheld");
-            super::ApiError::unavailable(
-                "the request could not be recorded in the audit log, so it is not answered",
-            )
-            .into_response()
-        }
-    }
+    task.await.unwrap_or_else(|error| {
+        error!(%error, "API request task failed");
+        super::ApiError::internal("the request failed; see the collector's log").into_response()
+    })
 }
 
 #[cfg(test)]
@@ -207,5 +256,21 @@ mod tests {
             query_params(Some("indicator=203.0.113.7%2F32")).expect("test value"),
             serde_json::json!({"indicator": "203.0.113.7/32"})
         );
+    }
+
+    #[test]
+    fn what_is_kept_of_a_request_is_bounded_and_never_a_token() {
+        let huge = "x".repeat(70_000);
+        let params = query_params(Some(&format!("q={huge}"))).expect("params");
+        let kept_value = params["q"].as_str().expect("text");
+        assert!(kept_value.len() < 700, "{} bytes kept", kept_value.len());
+        assert!(kept_value.contains("70000 bytes in all"));
+        let many: Vec<String> = (0..100).map(|n| format!("p{n}=1")).collect();
+        let params = query_params(Some(&many.join("&"))).expect("params");
+        assert_eq!(params.as_object().expect("object").len(), MAX_PARAMS + 1);
+        let token = format!("{}{}", super::super::auth::TOKEN_PREFIX, "ab".repeat(32));
+        let params = query_params(Some(&format!("token={token}"))).expect("params");
+        assert!(!params.to_string().contains(&token), "{params}");
+        assert!(params["token"].as_str().expect("text").contains("redacted"));
     }
 }

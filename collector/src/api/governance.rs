@@ -43,13 +43,19 @@ impl Format {
     }
 }
 
+/// What an export task sends: a chunk, or the error that cut the export short (the
+/// response is then aborted, so that a client never takes a cut export for a whole one).
+type Chunk = Result<Vec<u8>, std::io::Error>;
+
+fn cut_short(what: &str, error: &ApiError) -> std::io::Error {
+    tracing::warn!(error = %error.message, "{what} export stopped");
+    std::io::Error::other(format!("{what} export stopped: {}", error.message))
+}
+
 /// A streamed download: chunks arrive on `chunks` until the sender is dropped.
-fn download(format: Format, name: &str, chunks: mpsc::Receiver<Vec<u8>>) -> Response {
+fn download(format: Format, name: &str, chunks: mpsc::Receiver<Chunk>) -> Response {
     let body = futures_util::stream::unfold(chunks, |mut chunks| async move {
-        chunks
-            .recv()
-            .await
-            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), chunks))
+        chunks.recv().await.map(|chunk| (chunk, chunks))
     });
     let extension = match format {
         Format::Csv => "csv",
@@ -94,7 +100,7 @@ pub fn export_signals(
             let page = match state.read(move |store| store.signals(&query)).await {
                 Ok(page) => page,
                 Err(error) => {
-                    tracing::warn!(error = %error.message, "signal export stopped");
+                    let _ = sender.send(Err(cut_short("signal", &error))).await;
                     break;
                 }
             };
@@ -107,7 +113,7 @@ pub fn export_signals(
                 }
                 _ => ndjson(page.items.iter()),
             };
-            if sender.send(chunk).await.is_err() {
+            if sender.send(Ok(chunk)).await.is_err() {
                 break;
             }
             match page.next_cursor.as_deref().map(Cursor::decode) {
@@ -188,7 +194,7 @@ pub async fn audit_log(
             let page = match state.read(move |store| store.audit_log(&query)).await {
                 Ok(page) => page,
                 Err(error) => {
-                    tracing::warn!(error = %error.message, "audit export stopped");
+                    let _ = sender.send(Err(cut_short("audit", &error))).await;
                     break;
                 }
             };
@@ -200,7 +206,7 @@ pub async fn audit_log(
                 }
                 _ => ndjson(page.items.iter().map(|r| r.to_json())),
             };
-            if sender.send(chunk).await.is_err() {
+            if sender.send(Ok(chunk)).await.is_err() {
                 break;
             }
             match page.next_cursor.as_deref().map(Cursor::decode) {

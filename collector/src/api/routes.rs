@@ -558,7 +558,7 @@ async fn withdraw(
 ) -> Result<StatusCode, ApiError> {
     caller.require(READERS)?;
     let now = Timestamp::now();
-    caller.act("advisory.withdraw", serde_json::json!({ "id": id }));
+    let withdrawing = id.clone();
     let (withdrawn, latest) = state
         .read(move |store| {
             Ok((
@@ -570,6 +570,10 @@ async fn withdraw(
     if !withdrawn {
         return Err(ApiError::not_found("no such advisory in force"));
     }
+    caller.act(
+        "advisory.withdraw",
+        serde_json::json!({ "id": withdrawing }),
+    );
     state.feed.advance(latest);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -246,9 +246,9 @@ const DAY_NS: i64 = 86_400_000_000_000;
 /// Deletes, for each organisation, the signals older than its retention (its own
 /// `retention_days`, else `default_days`; 0 keeps forever), except those of organisations
 /// under a legal hold and those of held campaigns; with each signal go its indicator
-/// rows and campaign and incident links. Each organisation's purge is recorded in the
-/// audit chain in the transaction of its last deletion: counts and the time range
-/// (event time) of what was removed.
+/// rows and campaign and incident links. Each chunk of an organisation's purge is
+/// recorded in the audit chain in the transaction of its deletions: counts and the time
+/// range (event time) of what was removed.
 pub(super) fn purge(
     connection: &mut Connection,
     gate: &std::sync::Arc<super::gate::WriteGate>,
@@ -271,28 +271,30 @@ pub(super) fn purge(
         if days <= 0 {
             continue;
         }
-        let held: bool = connection.query_row(
-            "SELECT EXISTS (SELECT 1 FROM legal_holds
-             WHERE scope = 'org' AND target = ?1 AND released_at IS NULL)",
-            [&org],
-            |row| row.get(0),
-        )?;
-        if held {
-            report.orgs_held.push(org);
-            continue;
-        }
         let cutoff = now.0.saturating_sub(days.saturating_mul(DAY_NS));
         let mut removed = 0u64;
         let mut kept_for_campaigns = 0u64;
-        let mut oldest: Option<i64> = None;
-        let mut newest: Option<i64> = None;
         // Walks the organisation's signals older than the cutoff, oldest first, in
-        // chunks; held campaigns' signals are skipped (and counted) by the keyset.
+        // chunks; held campaigns' signals are skipped (and counted) by the keyset. Each
+        // chunk re-reads the organisation's hold (one placed during a long purge stops
+        // it) and records what it removed in the same transaction: nothing is deleted
+        // that the chain does not tell of. A signal is old by its event time and by the
+        // collector's reception time both, so an agent's wrong clock cannot age it.
         let mut after: (i64, String) = (i64::MIN, String::new());
         loop {
             let _turn = gate.enter();
             let tx =
                 connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let held: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM legal_holds
+                 WHERE scope = 'org' AND target = ?1 AND released_at IS NULL)",
+                [&org],
+                |row| row.get(0),
+            )?;
+            if held {
+                report.orgs_held.push(org.clone());
+                break;
+            }
             let chunk: Vec<(String, i64, String, bool)> = tx
                 .prepare_cached(
                     "SELECT s.id, s.last_seen, s.body, EXISTS (
@@ -302,6 +304,7 @@ pub(super) fn purge(
                          WHERE c.signal_id = s.id)
                      FROM signals s
                      WHERE s.org = ?1 AND s.last_seen < ?2 AND (s.last_seen, s.id) > (?3, ?4)
+                       AND s.received_at < ?2
                      ORDER BY s.last_seen, s.id LIMIT ?5",
                 )?
                 .query_map(
@@ -313,42 +316,46 @@ pub(super) fn purge(
             if let Some((id, at, _, _)) = chunk.last() {
                 after = (*at, id.clone());
             }
+            let (mut chunk_removed, mut chunk_kept) = (0u64, 0u64);
+            let mut oldest: Option<i64> = None;
+            let mut newest: Option<i64> = None;
             for (id, last_seen, body, in_held_campaign) in &chunk {
                 if *in_held_campaign {
-                    kept_for_campaigns += 1;
+                    chunk_kept += 1;
                     continue;
                 }
                 delete_signal(&tx, id, *last_seen, body)?;
-                removed += 1;
+                chunk_removed += 1;
                 oldest = Some(oldest.map_or(*last_seen, |o: i64| o.min(*last_seen)));
                 newest = Some(newest.map_or(*last_seen, |n: i64| n.max(*last_seen)));
             }
-            if done {
-                if removed > 0 {
-                    let detail = serde_json::json!({
-                        "org": org,
-                        "retention_days": days,
-                        "cutoff": Timestamp(cutoff),
-                        "signals_removed": removed,
-                        "oldest_removed": oldest.map(Timestamp),
-                        "newest_removed": newest.map(Timestamp),
-                        "signals_kept_for_held_campaigns": kept_for_campaigns,
-                    });
-                    append(
-                        &tx,
-                        &[NewAuditEntry::act(
-                            now,
-                            actor,
-                            role,
-                            "retention.purge",
-                            detail,
-                        )],
-                    )?;
-                }
-                tx.commit()?;
-                break;
+            if chunk_removed > 0 {
+                let detail = serde_json::json!({
+                    "org": org,
+                    "retention_days": days,
+                    "cutoff": Timestamp(cutoff),
+                    "signals_removed": chunk_removed,
+                    "oldest_removed": oldest.map(Timestamp),
+                    "newest_removed": newest.map(Timestamp),
+                    "signals_kept_for_held_campaigns": chunk_kept,
+                });
+                append(
+                    &tx,
+                    &[NewAuditEntry::act(
+                        now,
+                        actor,
+                        role,
+                        "retention.purge",
+                        detail,
+                    )],
+                )?;
             }
             tx.commit()?;
+            removed += chunk_removed;
+            kept_for_campaigns += chunk_kept;
+            if done {
+                break;
+            }
         }
         report.signals_removed += removed;
         report.signals_kept_for_campaigns += kept_for_campaigns;
