@@ -299,6 +299,20 @@ impl Verifier {
         true
     }
 
+    /// An entry that cannot even be read as one (a column of the wrong type): altered.
+    /// Always false: the rest need not be read.
+    pub fn unreadable(&mut self, seq: u64, why: &str) -> bool {
+        if self.problem.is_none() {
+            self.entries += 1;
+            self.problem = Some(AuditProblem {
+                seq,
+                kind: ProblemKind::Edited,
+                message: format!("entry {seq} was altered: it cannot be read ({why})"),
+            });
+        }
+        false
+    }
+
     /// The verdict. With an expected head, a chain that ends before it has lost its
     /// newest entries.
     pub fn finish(self) -> AuditVerification {

@@ -90,13 +90,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
     for (path, route) in paths {
         router = router.route(path, route);
     }
+    // The fallback goes under the audit layer too: a probe of unknown API paths is on
+    // record like any other request.
     router
+        .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             super::audit::record_requests,
         ))
         .merge(crate::dashboard::router())
-        .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             count_requests,

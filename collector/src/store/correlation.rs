@@ -398,12 +398,13 @@ fn publish_for_campaign(
     );
     description.truncate(MAX_ADVISORY_TEXT);
     let seq = next_advisory_seq(tx)?;
+    let id = new_id("ADV");
     tx.execute(
         "INSERT INTO advisories (id, seq, indicator_type, indicator_value, severity, description,
              published_at, published_by, expires_at, campaign_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'correlator', ?8, ?9)",
         params![
-            new_id("ADV"),
+            id,
             seq,
             campaign.indicator.kind.as_str(),
             campaign.indicator.value,
@@ -413,6 +414,22 @@ fn publish_for_campaign(
             now.0.saturating_add(ttl),
             campaign.id
         ],
+    )?;
+    // Published to every agent by the collector itself: on record like an analyst's.
+    super::audit::append(
+        tx,
+        &[crate::audit::NewAuditEntry::act(
+            now,
+            "correlator",
+            "system",
+            "advisory.publish",
+            serde_json::json!({
+                "id": id,
+                "indicator": campaign.indicator,
+                "severity": campaign.severity,
+                "campaign": campaign.id,
+            }),
+        )],
     )?;
     Ok(())
 }
