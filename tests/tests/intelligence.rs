@@ -10,13 +10,17 @@ fn items(answer: &Value) -> Vec<Value> {
     answer["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// The organisations of a campaign, sorted (the campaign lists them in the order they
+/// joined, which depends on which agent's batch committed first).
 fn orgs_of(campaign: &Value) -> Vec<String> {
-    campaign["orgs"]
+    let mut orgs: Vec<String> = campaign["orgs"]
         .as_array()
         .expect("orgs")
         .iter()
         .map(|o| o["org"].as_str().expect("org").to_owned())
-        .collect()
+        .collect();
+    orgs.sort();
+    orgs
 }
 
 #[test]

@@ -29,7 +29,13 @@ pub fn cli_actor() -> String {
     }
 }
 
-/// Records an administrative act done from the command line.
+/// The audit entry of an administrative act done from the command line, to attach to
+/// the act with `SqliteStore::audit_next` (both commit together).
+pub fn cli_act(action: &str, detail: serde_json::Value) -> NewAuditEntry {
+    NewAuditEntry::act(Timestamp::now(), cli_actor(), "admin", action, detail)
+}
+
+/// Records a reading done from the command line (a verification, an export).
 pub fn record_act(
     store: &mut SqliteStore,
     action: &str,
@@ -242,8 +248,8 @@ pub fn hold(command: HoldCommand) -> anyhow::Result<()> {
             )
             .map_err(anyhow::Error::msg)?;
             let mut store = open_store(&data.data_dir)?;
+            store.audit_next(cli_act("hold.place", serde_json::to_value(&hold)?));
             store.place_hold(&hold)?;
-            record_act(&mut store, "hold.place", serde_json::to_value(&hold)?)?;
             match format {
                 Format::Json => print_json(&serde_json::to_value(&hold)?),
                 Format::Table => println!("{}", hold.id),
@@ -252,10 +258,13 @@ pub fn hold(command: HoldCommand) -> anyhow::Result<()> {
         }
         HoldCommand::Release { id, data } => {
             let mut store = open_store(&data.data_dir)?;
-            let Some(released) = store.release_hold(&id, &cli_actor(), Timestamp::now())? else {
+            store.audit_next(cli_act("hold.release", serde_json::json!({ "id": id })));
+            if store
+                .release_hold(&id, &cli_actor(), Timestamp::now())?
+                .is_none()
+            {
                 bail!("no active hold {id}");
-            };
-            record_act(&mut store, "hold.release", serde_json::to_value(&released)?)?;
+            }
             println!("hold {id} released");
             Ok(())
         }

@@ -1,9 +1,10 @@
 //! The command line. Names are a contract (DESIGN.md): scripts and users rely on them.
-//! Every administrative command is recorded in the audit log ([`governance::record_act`]).
+//! Every administrative command is recorded in the audit log, in the transaction of the
+//! act itself ([`governance::cli_act`]).
 
 mod governance;
 
-use governance::record_act;
+use governance::cli_act;
 
 use crate::config::{self, CollectorConfig};
 use crate::enroll;
@@ -261,12 +262,11 @@ fn user_command(command: UserCommand) -> anyhow::Result<()> {
                 revoked_at: None,
             };
             let mut store = open_store(&data.data_dir)?;
-            store.add_user(&user, &crate::api::auth::token_hash(&token))?;
-            record_act(
-                &mut store,
+            store.audit_next(cli_act(
                 "user.add",
                 serde_json::json!({ "user": name, "role": role, "org": user.org }),
-            )?;
+            ));
+            store.add_user(&user, &crate::api::auth::token_hash(&token))?;
             match format {
                 Format::Json => print_json(&serde_json::json!({
                     "name": name, "role": role, "org": user.org, "token": token,
@@ -304,14 +304,10 @@ fn user_command(command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Revoke { name, data } => {
             let mut store = open_store(&data.data_dir)?;
+            store.audit_next(cli_act("user.revoke", serde_json::json!({ "user": name })));
             if !store.revoke_user(&name, Timestamp::now())? {
                 bail!("unknown user {name}");
             }
-            record_act(
-                &mut store,
-                "user.revoke",
-                serde_json::json!({ "user": name }),
-            )?;
             println!("user {name} revoked");
             Ok(())
         }
@@ -360,12 +356,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             data,
         }) => {
             let mut store = open_store(&data.data_dir)?;
-            store.set_org_retention(&org, days)?;
-            record_act(
-                &mut store,
+            store.audit_next(cli_act(
                 "org.retention",
                 serde_json::json!({ "org": org, "retention_days": days }),
-            )?;
+            ));
+            store.set_org_retention(&org, days)?;
             match days {
                 Some(0) => println!("org {org}: signals kept forever"),
                 Some(days) => println!("org {org}: signals kept {days} days"),
@@ -383,15 +378,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let addresses = check_addresses(&addresses)?;
             let name = name.unwrap_or_else(|| org.clone());
             let mut store = open_store(&data.data_dir)?;
+            store.audit_next(cli_act(
+                "org.add",
+                serde_json::json!({ "org": org, "name": name }),
+            ));
             store.add_org(&org, &name, Timestamp::now())?;
             if !addresses.is_empty() {
+                store.audit_next(cli_act(
+                    "org.addresses",
+                    serde_json::json!({ "org": org, "addresses": addresses }),
+                ));
                 store.set_org_addresses(&org, &addresses)?;
             }
-            record_act(
-                &mut store,
-                "org.add",
-                serde_json::json!({ "org": org, "name": name, "addresses": addresses }),
-            )?;
             println!("org {org} added");
             Ok(())
         }
@@ -402,12 +400,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let addresses = check_addresses(&addresses)?;
             let mut store = open_store(&data.data_dir)?;
-            store.set_org_addresses(&org, &addresses)?;
-            record_act(
-                &mut store,
+            store.audit_next(cli_act(
                 "org.addresses",
                 serde_json::json!({ "org": org, "addresses": addresses }),
-            )?;
+            ));
+            store.set_org_addresses(&org, &addresses)?;
             println!(
                 "org {org}: {} declared address(es); a running collector applies them at its next start",
                 addresses.len()
@@ -448,13 +445,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     .saturating_add(i64::try_from(ttl.as_nanos()).unwrap_or(i64::MAX)),
             );
             let mut store = open_store(&data.data_dir)?;
-            store.create_enrollment_token(&hash, &org, now, expires)?;
             // The token itself is a secret: the log keeps which org and until when.
-            record_act(
-                &mut store,
+            store.audit_next(cli_act(
                 "token.create",
                 serde_json::json!({ "org": org, "expires_at": expires }),
-            )?;
+            ));
+            store.create_enrollment_token(&hash, &org, now, expires)?;
             match format {
                 Format::Json => print_json(&serde_json::json!({
                     "token": token, "org": org, "expires_at": expires,
@@ -500,14 +496,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Agent(AgentCommand::Revoke { id, data }) => {
             let mut store = open_store(&data.data_dir)?;
+            store.audit_next(cli_act("agent.revoke", serde_json::json!({ "agent": id })));
             if !store.revoke_agent(&id, Timestamp::now())? {
                 bail!("unknown agent {id}");
             }
-            record_act(
-                &mut store,
-                "agent.revoke",
-                serde_json::json!({ "agent": id }),
-            )?;
             println!("agent {id} revoked");
             Ok(())
         }

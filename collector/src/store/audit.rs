@@ -192,7 +192,7 @@ pub(super) fn holds(connection: &Connection, all: bool) -> Result<Vec<LegalHold>
         .collect::<Result<Vec<_>, _>>()?)
 }
 
-pub(super) fn place_hold(tx: &Transaction<'_>, hold: &LegalHold) -> Result<(), StoreError> {
+pub(super) fn place_hold(tx: &Connection, hold: &LegalHold) -> Result<(), StoreError> {
     let exists = match hold.scope.as_str() {
         "org" => tx
             .query_row("SELECT 1 FROM orgs WHERE id = ?1", [&hold.target], |_| {
@@ -234,7 +234,7 @@ pub(super) fn place_hold(tx: &Transaction<'_>, hold: &LegalHold) -> Result<(), S
 
 /// Releases an active hold; `None` if there is no such active hold.
 pub(super) fn release_hold(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: &str,
     by: &str,
     now: Timestamp,
@@ -554,6 +554,46 @@ mod tests {
         assert_eq!(count(&mut store, "shop"), 0);
         assert_eq!(purges(&mut store).len(), 3);
         assert!(store.verify_audit(None).expect("verify").ok);
+    }
+
+    #[test]
+    fn an_act_and_its_audit_entry_commit_together_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = SqliteStore::open(&dir.path().join("vedetta.db")).expect("open");
+        let entry = |action: &str| {
+            NewAuditEntry::act(
+                Timestamp(1),
+                "cli:root",
+                "admin",
+                action,
+                serde_json::json!({}),
+            )
+        };
+        store.audit_next(entry("org.add"));
+        store.add_org("bank", "Bank", Timestamp(1)).expect("org");
+        // The same org again fails: its entry goes with it.
+        store.audit_next(entry("org.add"));
+        assert!(store.add_org("bank", "Bank", Timestamp(2)).is_err());
+        store.audit_next(entry("user.revoke"));
+        assert!(!store.revoke_user("nobody", Timestamp(3)).expect("revoke"));
+        let actions: Vec<String> = store
+            .audit_log(&AuditFilter::default())
+            .expect("audit")
+            .items
+            .into_iter()
+            .map(|r| r.action)
+            .collect();
+        assert_eq!(actions, ["org.add"]);
+        // Nothing left attached for the next act.
+        store.add_org("city", "City", Timestamp(4)).expect("org");
+        assert_eq!(
+            store
+                .audit_log(&AuditFilter::default())
+                .expect("audit")
+                .items
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct SqliteStore {
     pub(super) correlator: Option<Arc<Correlator>>,
     /// Turns among this process's writers of the same file (see `gate`).
     gate: Arc<WriteGate>,
+    /// Audit entries to commit with the next administrative act (see `audit_next`).
+    pending_audit: Vec<NewAuditEntry>,
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -52,6 +54,7 @@ impl SqliteStore {
             connection,
             correlator: None,
             gate: WriteGate::of(path),
+            pending_audit: Vec::new(),
         };
         store.migrate(path)?;
         Ok(store)
@@ -74,6 +77,30 @@ impl SqliteStore {
 
     pub fn correlator(&self) -> Option<&Arc<Correlator>> {
         self.correlator.as_ref()
+    }
+
+    /// Attaches an audit entry to the next administrative act of this connection (adding
+    /// an organisation, a user, a token, a hold...): both commit in one transaction, or
+    /// neither does, so no act goes unrecorded and no record tells of an act that failed.
+    pub fn audit_next(&mut self, entry: NewAuditEntry) {
+        self.pending_audit.push(entry);
+    }
+
+    /// Runs an administrative act in one immediate transaction with the entries attached
+    /// by `audit_next` (dropped if the act fails).
+    fn audited<T>(
+        &mut self,
+        act: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pending = std::mem::take(&mut self.pending_audit);
+        let _turn = self.gate.enter();
+        let tx = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = act(&tx)?;
+        audit::append(&tx, &pending)?;
+        tx.commit()?;
+        Ok(value)
     }
 
     fn migrate(&mut self, path: &Path) -> Result<(), StoreError> {
@@ -144,15 +171,16 @@ const AGENT_COLUMNS: &str = "id, org, label, cert_fingerprint, enrolled_at, revo
 
 impl Store for SqliteStore {
     fn add_org(&mut self, id: &str, name: &str, now: Timestamp) -> Result<(), StoreError> {
-        let _turn = self.gate.enter();
-        let inserted = self.connection.execute(
-            "INSERT INTO orgs (id, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING",
-            params![id, name, now.0],
-        )?;
-        if inserted == 0 {
-            return Err(StoreError::AlreadyExists(format!("org {id}")));
-        }
-        Ok(())
+        self.audited(|connection| {
+            let inserted = connection.execute(
+                "INSERT INTO orgs (id, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING",
+                params![id, name, now.0],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::AlreadyExists(format!("org {id}")));
+            }
+            Ok(())
+        })
     }
 
     fn orgs(&mut self) -> Result<Vec<Org>, StoreError> {
@@ -176,29 +204,31 @@ impl Store for SqliteStore {
     }
 
     fn set_org_addresses(&mut self, id: &str, addresses: &[String]) -> Result<(), StoreError> {
-        let _turn = self.gate.enter();
         let json = serde_json::to_string(addresses)
             .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-        let updated = self.connection.execute(
-            "UPDATE orgs SET addresses = ?1 WHERE id = ?2",
-            params![json, id],
-        )?;
-        if updated == 0 {
-            return Err(StoreError::NotFound(format!("org {id}")));
-        }
-        Ok(())
+        self.audited(|connection| {
+            let updated = connection.execute(
+                "UPDATE orgs SET addresses = ?1 WHERE id = ?2",
+                params![json, id],
+            )?;
+            if updated == 0 {
+                return Err(StoreError::NotFound(format!("org {id}")));
+            }
+            Ok(())
+        })
     }
 
     fn set_org_retention(&mut self, id: &str, days: Option<u32>) -> Result<(), StoreError> {
-        let _turn = self.gate.enter();
-        let updated = self.connection.execute(
-            "UPDATE orgs SET retention_days = ?1 WHERE id = ?2",
-            params![days.map(i64::from), id],
-        )?;
-        if updated == 0 {
-            return Err(StoreError::NotFound(format!("org {id}")));
-        }
-        Ok(())
+        self.audited(|connection| {
+            let updated = connection.execute(
+                "UPDATE orgs SET retention_days = ?1 WHERE id = ?2",
+                params![days.map(i64::from), id],
+            )?;
+            if updated == 0 {
+                return Err(StoreError::NotFound(format!("org {id}")));
+            }
+            Ok(())
+        })
     }
 
     fn create_enrollment_token(
@@ -208,13 +238,14 @@ impl Store for SqliteStore {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
-        let _turn = self.gate.enter();
-        queries::require_org(&self.connection, org)?;
-        self.connection.execute(
-            "INSERT INTO enrollment_tokens (token_hash, org, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-            params![token_hash, org, now.0, expires_at.0],
-        )?;
-        Ok(())
+        self.audited(|connection| {
+            queries::require_org(connection, org)?;
+            connection.execute(
+                "INSERT INTO enrollment_tokens (token_hash, org, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![token_hash, org, now.0, expires_at.0],
+            )?;
+            Ok(())
+        })
     }
 
     fn enroll_agent(
@@ -280,17 +311,26 @@ impl Store for SqliteStore {
     }
 
     fn revoke_agent(&mut self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
-        let _turn = self.gate.enter();
-        let known: bool = self.connection.query_row(
-            "SELECT EXISTS (SELECT 1 FROM agents WHERE id = ?1)",
-            [id],
-            |row| row.get(0),
-        )?;
-        self.connection.execute(
-            "UPDATE agents SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
-            params![now.0, id],
-        )?;
-        Ok(known)
+        let revoked = self.audited(|connection| {
+            let known: bool = connection.query_row(
+                "SELECT EXISTS (SELECT 1 FROM agents WHERE id = ?1)",
+                [id],
+                |row| row.get(0),
+            )?;
+            if !known {
+                return Err(StoreError::NotFound(format!("agent {id}")));
+            }
+            connection.execute(
+                "UPDATE agents SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+                params![now.0, id],
+            )?;
+            Ok(())
+        });
+        match revoked {
+            Ok(()) => Ok(true),
+            Err(StoreError::NotFound(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     fn revoked_agents(&mut self) -> Result<Vec<String>, StoreError> {
@@ -506,8 +546,7 @@ impl Store for SqliteStore {
     }
 
     fn add_user(&mut self, user: &ApiUser, token_hash: &str) -> Result<(), StoreError> {
-        let _turn = self.gate.enter();
-        queries::add_user(&self.connection, user, token_hash)
+        self.audited(|connection| queries::add_user(connection, user, token_hash))
     }
 
     fn user_by_token(&mut self, token_hash: &str) -> Result<Option<ApiUser>, StoreError> {
@@ -519,8 +558,18 @@ impl Store for SqliteStore {
     }
 
     fn revoke_user(&mut self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
-        let _turn = self.gate.enter();
-        queries::revoke_user(&self.connection, name, now)
+        let revoked = self.audited(|connection| {
+            if queries::revoke_user(connection, name, now)? {
+                Ok(())
+            } else {
+                Err(StoreError::NotFound(format!("user {name}")))
+            }
+        });
+        match revoked {
+            Ok(()) => Ok(true),
+            Err(StoreError::NotFound(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     fn append_audit(&mut self, entries: &[NewAuditEntry]) -> Result<Vec<u64>, StoreError> {
@@ -554,13 +603,7 @@ impl Store for SqliteStore {
     }
 
     fn place_hold(&mut self, hold: &LegalHold) -> Result<(), StoreError> {
-        let _turn = self.gate.enter();
-        let tx = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        audit::place_hold(&tx, hold)?;
-        tx.commit()?;
-        Ok(())
+        self.audited(|connection| audit::place_hold(connection, hold))
     }
 
     fn release_hold(
@@ -569,13 +612,15 @@ impl Store for SqliteStore {
         by: &str,
         now: Timestamp,
     ) -> Result<Option<LegalHold>, StoreError> {
-        let _turn = self.gate.enter();
-        let tx = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let released = audit::release_hold(&tx, id, by, now)?;
-        tx.commit()?;
-        Ok(released)
+        let released = self.audited(|connection| {
+            audit::release_hold(connection, id, by, now)?
+                .ok_or_else(|| StoreError::NotFound(format!("hold {id}")))
+        });
+        match released {
+            Ok(hold) => Ok(Some(hold)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     fn purge(
