@@ -6,7 +6,6 @@
 use anyhow::{Context as _, bail};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Where the API is, whom to trust and which bearer token to present.
@@ -27,18 +26,8 @@ pub struct Response {
 impl ApiClient {
     /// `ca_pem`: the collector's `ca.crt`.
     pub fn new(address: SocketAddr, ca_pem: &str, token: &str) -> anyhow::Result<Self> {
-        let ca = ureq::tls::Certificate::from_pem(ca_pem.as_bytes())
+        let agent = vedetta_collector::query::https_agent(ca_pem.as_bytes(), None)
             .context("no CA certificate in the PEM given")?;
-        let tls = ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::Rustls)
-            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
-            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .build();
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
         Ok(Self {
             base: format!("https://localhost:{}", address.port()),
             token: token.to_owned(),

@@ -160,19 +160,8 @@ impl Client {
             .context("give --ca or VEDETTA_CA: the collector's ca.crt")?;
         let pem = std::fs::read(ca_file)
             .with_context(|| format!("cannot read the CA {}", ca_file.display()))?;
-        let ca = ureq::tls::Certificate::from_pem(&pem)
+        let agent = https_agent(&pem, Some(Duration::from_secs(60)))
             .with_context(|| format!("{} holds no PEM certificate", ca_file.display()))?;
-        let tls = ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::Rustls)
-            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
-            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .build();
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .new_agent();
         Ok(Self {
             agent,
             base: url.trim_end_matches('/').to_owned(),
@@ -239,6 +228,23 @@ impl Client {
 }
 
 /// Path segments are percent-encoded: indicator values carry '/', ':' and more.
+/// An HTTPS client of the API that trusts only the collector's CA (`ca_pem`) and hands
+/// back error statuses as answers; shared by `query`, the load generator and the tests.
+pub fn https_agent(ca_pem: &[u8], timeout: Option<Duration>) -> anyhow::Result<ureq::Agent> {
+    let ca = ureq::tls::Certificate::from_pem(ca_pem).context("no PEM certificate")?;
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .build();
+    Ok(ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .timeout_global(timeout)
+        .build()
+        .new_agent())
+}
+
 fn segment(value: &str) -> String {
     value
         .bytes()

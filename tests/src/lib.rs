@@ -182,22 +182,8 @@ pub struct Api {
 
 impl Api {
     pub fn new(https: SocketAddr, ca_pem: &[u8]) -> Self {
-        let ca = ureq::tls::Certificate::from_pem(ca_pem).expect("CA certificate");
-        let tls = ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::Rustls)
-            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
-                ca,
-            ])))
-            .unversioned_rustls_crypto_provider(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .build();
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .http_status_as_error(false)
-            .timeout_global(Some(DEADLINE))
-            .build()
-            .new_agent();
+        let agent =
+            vedetta_collector::query::https_agent(ca_pem, Some(DEADLINE)).expect("CA certificate");
         Self {
             agent,
             base: format!("https://localhost:{}", https.port()),
