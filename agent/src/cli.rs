@@ -208,11 +208,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run { config, dry_run } => {
             let config = load(&config)?;
-            runtime()?.block_on(crate::run::run(config, dry_run, async {
-                if let Err(error) = vedetta_common::shutdown::terminated().await {
-                    tracing::error!(%error, "cannot listen for signals");
-                }
-            }))
+            runtime()?.block_on(async {
+                // Caught before anything starts: SIGTERM while the sources open is a clean
+                // stop too.
+                let termination = vedetta_common::shutdown::Termination::listen()
+                    .map_err(|error| anyhow::anyhow!("cannot listen for signals: {error}"))?;
+                crate::run::run(config, dry_run, termination.wait()).await
+            })
         }
         Command::Scan { config } => scan_files(&load(&config)?),
         Command::CheckConfig { config: path } => {

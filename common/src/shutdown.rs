@@ -37,14 +37,36 @@ impl Shutdown {
     }
 }
 
-/// Completes on SIGTERM or SIGINT: how a daemon is told to stop.
-pub async fn terminated() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+/// SIGTERM and SIGINT, how a daemon is told to stop, caught from the moment `listen` is
+/// called: a daemon listens before it starts anything, so that a stop asked for while it
+/// starts is a clean stop, not the signal's default (death without flushing).
+#[derive(Debug)]
+pub struct Termination {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Termination {
+    /// Starts catching the signals (inside a Tokio runtime).
+    pub fn listen() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
     }
+
+    /// Completes once one of the signals came (before or after this call).
+    pub async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (caught from this call on).
+pub async fn terminated() -> std::io::Result<()> {
+    Termination::listen()?.wait().await;
     Ok(())
 }

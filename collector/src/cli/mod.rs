@@ -551,6 +551,8 @@ fn serve(
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // Caught before anything starts: SIGTERM while starting is a clean stop too.
+        let termination = vedetta_common::shutdown::Termination::listen()?;
         let collector = server::start(data_dir, listen, http).await?;
         // One machine-readable line on stdout tells scripts (and tests) where we listen.
         println!(
@@ -567,7 +569,7 @@ fn serve(
         service::ready();
         let context = Arc::clone(&collector.context);
         let watchdog = Watchdog::start(move || server::alive(Arc::clone(&context)));
-        vedetta_common::shutdown::terminated().await?;
+        termination.wait().await;
         watchdog.stop().await;
         service::stopping();
         collector.stop().await;
