@@ -8,10 +8,13 @@
 use super::auth::Caller;
 use super::routes::{page_limit, parse_cursor, parse_optional_time};
 use super::{ApiError, ApiState};
-use crate::audit::AuditHead;
+use crate::audit::{AuditHead, AuditRecord};
 use crate::correlate::Status;
 use crate::export;
-use crate::store::{AuditFilter, CampaignFilter, Cursor, LegalHold, Role, SignalFilter, Store};
+use crate::store::{
+    AuditFilter, CampaignFilter, Cursor, LegalHold, MAX_PAGE, Page, Role, SignalFilter,
+    SqliteStore, Store, StoreError,
+};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -74,55 +77,98 @@ fn download(format: Format, name: &str, chunks: mpsc::Receiver<Chunk>) -> Respon
         .into_response()
 }
 
-/// Streams every signal `filter` selects (at most `max` when given), oldest page last.
+/// A kind of record an export pages through, and how each is written.
+struct Records<T> {
+    /// For the log and the file name: `signals`, `audit`.
+    name: &'static str,
+    columns: &'static [&'static str],
+    csv: fn(&T) -> Vec<String>,
+    json: fn(&T) -> serde_json::Value,
+}
+
+/// Streams every record that `page` returns, page after page along the cursor from
+/// `start` (at most `max` when given): each page is read on a pooled connection given back before the
+/// next, so an export of millions of rows holds neither a connection nor more than a page.
+fn stream<T: Send + 'static>(
+    state: &Arc<ApiState>,
+    format: Format,
+    records: Records<T>,
+    (start, max): (Option<Cursor>, Option<usize>),
+    page: impl Fn(&mut SqliteStore, Option<Cursor>, usize) -> Result<Page<T>, StoreError>
+    + Clone
+    + Send
+    + 'static,
+) -> Response {
+    let (sender, chunks) = mpsc::channel(4);
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        let (mut sent, mut cursor) = (0usize, start);
+        let mut header = Some(records.columns).filter(|_| format == Format::Csv);
+        loop {
+            let limit = MAX_PAGE.min(max.map_or(usize::MAX, |m| m - sent));
+            if limit == 0 {
+                break;
+            }
+            let (fetch, after) = (page.clone(), cursor.take());
+            let items = match state.read(move |store| fetch(store, after, limit)).await {
+                Ok(items) => items,
+                Err(error) => {
+                    let _ = sender.send(Err(cut_short(records.name, &error))).await;
+                    break;
+                }
+            };
+            sent += items.items.len();
+            let chunk = match format {
+                Format::Csv => {
+                    let rows: Vec<Vec<String>> = items.items.iter().map(records.csv).collect();
+                    export::csv_rows(header.take(), &rows)
+                }
+                _ => ndjson(items.items.iter().map(records.json)),
+            };
+            if sender.send(Ok(chunk)).await.is_err() {
+                break;
+            }
+            match items.next_cursor.as_deref().map(Cursor::decode) {
+                Some(Ok(next)) => cursor = Some(next),
+                _ => break,
+            }
+        }
+    });
+    download(format, records.name, chunks)
+}
+
+/// Streams every signal `filter` selects (at most `max` when given), newest page first.
 pub fn export_signals(
     state: &Arc<ApiState>,
     caller: &Caller,
     format: Format,
-    mut filter: SignalFilter,
+    filter: SignalFilter,
     max: Option<usize>,
 ) -> Response {
     caller.act(
         "export.signals",
         serde_json::json!({ "format": format_name(format) }),
     );
-    let (sender, chunks) = mpsc::channel(4);
-    let state = Arc::clone(state);
-    tokio::spawn(async move {
-        let mut sent = 0usize;
-        let mut header = Some(&export::SIGNAL_COLUMNS[..]).filter(|_| format == Format::Csv);
-        loop {
-            filter.limit = crate::store::MAX_PAGE.min(max.map_or(usize::MAX, |m| m - sent));
-            if filter.limit == 0 {
-                break;
-            }
-            let query = filter.clone();
-            let page = match state.read(move |store| store.signals(&query)).await {
-                Ok(page) => page,
-                Err(error) => {
-                    let _ = sender.send(Err(cut_short("signal", &error))).await;
-                    break;
-                }
-            };
-            sent += page.items.len();
-            let chunk = match format {
-                Format::Csv => {
-                    let rows: Vec<Vec<String>> =
-                        page.items.iter().map(export::signal_record).collect();
-                    export::csv_rows(header.take(), &rows)
-                }
-                _ => ndjson(page.items.iter()),
-            };
-            if sender.send(Ok(chunk)).await.is_err() {
-                break;
-            }
-            match page.next_cursor.as_deref().map(Cursor::decode) {
-                Some(Ok(cursor)) => filter.cursor = Some(cursor),
-                _ => break,
-            }
-        }
-    });
-    download(format, "signals", chunks)
+    let records = Records {
+        name: "signals",
+        columns: &export::SIGNAL_COLUMNS,
+        csv: export::signal_record,
+        json: |signal| serde_json::to_value(signal).unwrap_or_default(),
+    };
+    let start = filter.cursor.clone();
+    stream(
+        state,
+        format,
+        records,
+        (start, max),
+        move |store, cursor, limit| {
+            store.signals(&SignalFilter {
+                cursor,
+                limit,
+                ..filter.clone()
+            })
+        },
+    )
 }
 
 fn format_name(format: Format) -> &'static str {
@@ -163,7 +209,7 @@ pub async fn audit_log(
     caller.require(AUDITORS)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let format = query.format.unwrap_or(Format::Json);
-    let mut filter = AuditFilter {
+    let filter = AuditFilter {
         actor: query.actor,
         action: query.action,
         since: parse_optional_time("since", query.since.as_deref())?,
@@ -185,37 +231,26 @@ pub async fn audit_log(
         "export.audit",
         serde_json::json!({ "format": format_name(format) }),
     );
-    let (sender, chunks) = mpsc::channel(4);
-    tokio::spawn(async move {
-        let mut header = Some(&export::AUDIT_COLUMNS[..]).filter(|_| format == Format::Csv);
-        loop {
-            filter.limit = crate::store::MAX_PAGE;
-            let query = filter.clone();
-            let page = match state.read(move |store| store.audit_log(&query)).await {
-                Ok(page) => page,
-                Err(error) => {
-                    let _ = sender.send(Err(cut_short("audit", &error))).await;
-                    break;
-                }
-            };
-            let chunk = match format {
-                Format::Csv => {
-                    let rows: Vec<Vec<String>> =
-                        page.items.iter().map(export::audit_record).collect();
-                    export::csv_rows(header.take(), &rows)
-                }
-                _ => ndjson(page.items.iter().map(|r| r.to_json())),
-            };
-            if sender.send(Ok(chunk)).await.is_err() {
-                break;
-            }
-            match page.next_cursor.as_deref().map(Cursor::decode) {
-                Some(Ok(cursor)) => filter.cursor = Some(cursor),
-                _ => break,
-            }
-        }
-    });
-    Ok(download(format, "audit", chunks))
+    let records = Records {
+        name: "audit",
+        columns: &export::AUDIT_COLUMNS,
+        csv: export::audit_record,
+        json: AuditRecord::to_json,
+    };
+    let start = filter.cursor.clone();
+    Ok(stream(
+        &state,
+        format,
+        records,
+        (start, None),
+        move |store, cursor, limit| {
+            store.audit_log(&AuditFilter {
+                cursor,
+                limit,
+                ..filter.clone()
+            })
+        },
+    ))
 }
 
 #[derive(Debug, Deserialize)]

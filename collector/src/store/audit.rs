@@ -4,7 +4,7 @@
 //! transaction, so that every writer (the API's audit writer, the command line, the
 //! purge, several collector nodes) extends the same chain in turn.
 
-use super::queries::{Cursor, Page};
+use super::queries::{Conditions, Cursor, Page, next_cursor, page_size};
 use super::{AuditFilter, LegalHold, PurgeReport, StoreError};
 use crate::audit::{AuditRecord, GENESIS, NewAuditEntry, Verifier};
 use rusqlite::types::Value;
@@ -86,54 +86,40 @@ pub(super) fn page(
     connection: &Connection,
     filter: &AuditFilter,
 ) -> Result<Page<AuditRecord>, StoreError> {
-    let size = if filter.limit == 0 {
-        1000
-    } else {
-        filter.limit
-    };
-    let mut sql = format!("SELECT {COLUMNS} FROM audit_log WHERE 1 = 1");
-    let mut values: Vec<Value> = Vec::new();
-    let mut push = |sql: &mut String, clause: &str, value: Value| {
-        values.push(value);
-        sql.push_str(&format!(" AND {clause} ?{}", values.len()));
-    };
+    let size = page_size(filter.limit);
+    let mut conditions = Conditions::default();
     if let Some(actor) = &filter.actor {
-        push(&mut sql, "actor =", actor.clone().into());
+        conditions.push("actor = ?", actor.clone());
     }
     if let Some(action) = &filter.action {
-        push(&mut sql, "action =", action.clone().into());
+        conditions.push("action = ?", action.clone());
     }
     if let Some(since) = filter.since {
-        push(&mut sql, "at >=", since.0.into());
+        conditions.push("at >= ?", since.0);
     }
     if let Some(until) = filter.until {
-        push(&mut sql, "at <", until.0.into());
+        conditions.push("at < ?", until.0);
     }
-    let order = if filter.oldest_first { "ASC" } else { "DESC" };
+    // The cursor is an entry's sequence number.
+    let (order, after) = if filter.oldest_first {
+        ("ASC", "seq > ?")
+    } else {
+        ("DESC", "seq < ?")
+    };
     if let Some(cursor) = &filter.cursor {
-        let compare = if filter.oldest_first {
-            "seq >"
-        } else {
-            "seq <"
-        };
-        push(&mut sql, compare, cursor.at.into());
+        conditions.push(after, cursor.at);
     }
-    sql.push_str(&format!(" ORDER BY seq {order} LIMIT {size}"));
-    let mut statement = connection.prepare_cached(&sql)?;
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE 1 = 1{} ORDER BY seq {order} LIMIT {size}",
+        conditions.sql
+    ))?;
     let items = statement
-        .query_map(params_from_iter(values), record)?
+        .query_map(params_from_iter(conditions.values), record)?
         .collect::<Result<Vec<_>, _>>()?;
-    let next_cursor = (items.len() == size)
-        .then(|| {
-            items.last().map(|last| {
-                Cursor {
-                    at: to_i64(last.seq),
-                    id: String::new(),
-                }
-                .encode()
-            })
-        })
-        .flatten();
+    let next_cursor = next_cursor(&items, size, |last| Cursor {
+        at: to_i64(last.seq),
+        id: String::new(),
+    });
     Ok(Page { items, next_cursor })
 }
 

@@ -51,7 +51,7 @@ pub struct Page<T> {
 pub const MAX_PAGE: usize = 1000;
 
 /// The API caps pages at [`MAX_PAGE`]; the collector's own callers may ask for more.
-fn page_size(limit: usize) -> usize {
+pub(super) fn page_size(limit: usize) -> usize {
     if limit == 0 { MAX_PAGE } else { limit }
 }
 
@@ -61,13 +61,13 @@ fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
 
 /// Builds `WHERE` clauses with numbered parameters.
 #[derive(Default)]
-struct Conditions {
-    sql: String,
-    values: Vec<Value>,
+pub(super) struct Conditions {
+    pub(super) sql: String,
+    pub(super) values: Vec<Value>,
 }
 
 impl Conditions {
-    fn push(&mut self, clause: &str, value: impl Into<Value>) {
+    pub(super) fn push(&mut self, clause: &str, value: impl Into<Value>) {
         self.values.push(value.into());
         let number = self.values.len();
         self.sql.push_str(" AND ");
@@ -88,7 +88,11 @@ impl Conditions {
     }
 }
 
-fn next_cursor<T>(items: &[T], size: usize, key: impl Fn(&T) -> Cursor) -> Option<String> {
+pub(super) fn next_cursor<T>(
+    items: &[T],
+    size: usize,
+    key: impl Fn(&T) -> Cursor,
+) -> Option<String> {
     (items.len() == size)
         .then(|| items.last().map(|last| key(last).encode()))
         .flatten()

@@ -36,6 +36,16 @@ fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// An act that found nothing to act on: `None` rather than an error (the audited
+/// transaction was rolled back, so its entry went with it).
+fn unless_missing<T>(result: Result<T, StoreError>) -> Result<Option<T>, StoreError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(StoreError::NotFound(_)) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 fn from_i64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
@@ -326,11 +336,7 @@ impl Store for SqliteStore {
             )?;
             Ok(())
         });
-        match revoked {
-            Ok(()) => Ok(true),
-            Err(StoreError::NotFound(_)) => Ok(false),
-            Err(error) => Err(error),
-        }
+        Ok(unless_missing(revoked)?.is_some())
     }
 
     fn revoked_agents(&mut self) -> Result<Vec<String>, StoreError> {
@@ -565,11 +571,7 @@ impl Store for SqliteStore {
                 Err(StoreError::NotFound(format!("user {name}")))
             }
         });
-        match revoked {
-            Ok(()) => Ok(true),
-            Err(StoreError::NotFound(_)) => Ok(false),
-            Err(error) => Err(error),
-        }
+        Ok(unless_missing(revoked)?.is_some())
     }
 
     fn append_audit(&mut self, entries: &[NewAuditEntry]) -> Result<Vec<u64>, StoreError> {
@@ -616,11 +618,7 @@ impl Store for SqliteStore {
             audit::release_hold(connection, id, by, now)?
                 .ok_or_else(|| StoreError::NotFound(format!("hold {id}")))
         });
-        match released {
-            Ok(hold) => Ok(Some(hold)),
-            Err(StoreError::NotFound(_)) => Ok(None),
-            Err(error) => Err(error),
-        }
+        unless_missing(released)
     }
 
     fn purge(
